@@ -1,0 +1,167 @@
+"""The pipeline spec: pydantic models of the YAML a user writes, and its loading.
+
+Top-level keys: ``name``, ``sources``, ``decode``, ``detect``, ``annotate``,
+``output`` (fixed), plus ``runtime`` (how the run is scheduled) and ``plugins``
+(modules to import in every worker, to register extra decoders or backends).
+Unknown keys are errors. Annotator backends are a discriminated union on
+``backend``, so each backend's settings are validated on their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+
+from relshard.errors import SpecError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Spec):
+    """What one worker of a stage asks Ray for; decides placement on a cluster."""
+
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict, description="e.g. {decode: 1}")
+    memory_mb: int | None = Field(default=None, ge=1, description="Ray memory reservation")
+
+
+class SourceSpec(_Spec):
+    """One source of inputs: a folder (recursive), a glob, or a manifest file.
+
+    A manifest is a .csv, .jsonl or .parquet file with a ``uri`` column; other
+    columns are carried into each record's ``extra``. Paths may be fsspec URIs.
+    """
+
+    path: str = Field(min_length=1)
+    modality: Literal["auto", "image", "video", "events"] = "auto"
+    key_prefix: str = Field(default="", pattern=r"^[a-z0-9_-]*$", max_length=20)
+    include: list[str] = Field(default_factory=list, description="glob patterns to keep")
+    exclude: list[str] = Field(default_factory=list, description="glob patterns to drop")
+    uri_column: str = "uri"
+    events: dict[str, Any] | None = Field(default=None, description="event-log columns")
+
+
+class DecodeSpec(_Spec):
+    frames_per_clip: int = Field(default=8, ge=1, le=256)
+    clip_seconds: float | None = Field(default=None, gt=0, description="None: one clip/video")
+    max_clips_per_video: int = Field(default=64, ge=1)
+    max_side: int = Field(default=768, ge=32, le=8192, description="longest side of frames")
+    jpeg_quality: int = Field(default=90, ge=10, le=100)
+    max_image_pixels: int = Field(default=89_478_485, ge=1, description="decompression-bomb cap")
+    max_file_bytes: ByteSize = Field(default=ByteSize(20 * 1024**3))
+    keep_clip: bool = Field(default=False, description="also store the source clip as KEY.mp4")
+    video_threads: int = Field(default=1, ge=0, le=64, description="decord threads (VP9 needs>0)")
+    isolate: bool = Field(default=True, description="decode in a child process (crash safety)")
+    timeout_s: float = Field(default=300.0, gt=0, description="per-input decode time limit")
+    crash_retries: int = Field(default=1, ge=0, le=5, description="retries after a crash")
+    max_memory_mb: int | None = Field(default=8192, ge=256, description="child address space")
+    batch_size: int | None = Field(default=None, ge=1, description="inputs per Ray task")
+    resources: Resources = Field(default_factory=Resources)
+    window: dict[str, Any] | None = Field(default=None, description="event windows")
+
+
+class DetectSpec(_Spec):
+    faces: bool = True
+    persons: bool = True
+    profile_faces: bool = True
+    min_face_px: int = Field(default=24, ge=8)
+    detect_side: int = Field(default=640, ge=64, description="detection runs at this long side")
+    nms_iou: float = Field(default=0.4, gt=0, lt=1)
+    max_subjects: int = Field(default=16, ge=0)
+    crop_side: int = Field(default=256, ge=16, description="longest side of subject crops")
+
+
+class HeuristicAnnotate(_Spec):
+    backend: Literal["heuristic"] = "heuristic"
+    batch_size: int = Field(default=32, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+
+AnnotateSpec = Annotated[HeuristicAnnotate, Field(discriminator="backend")]
+
+
+class OutputSpec(_Spec):
+    path: str = Field(default="out/run", min_length=1)
+    shard_max_samples: int = Field(default=1000, ge=1)
+    shard_max_bytes: ByteSize = Field(default=ByteSize(512 * 1000**2))
+    max_reject_fraction: float = Field(default=0.5, ge=0, le=1)
+    reject_check_after: int = Field(default=100, ge=1, description="inputs before the check")
+    mtime: int = Field(default=0, ge=0, description="mtime in tar headers (deterministic)")
+
+    @field_validator("shard_max_bytes")
+    @classmethod
+    def _min_bytes(cls, v: ByteSize) -> ByteSize:
+        if v < 1024 * 1024:
+            raise ValueError("shard_max_bytes must be at least 1MB")
+        return v
+
+
+class RuntimeSpec(_Spec):
+    num_cpus: int | None = Field(default=None, ge=1, description="CPUs for a local Ray")
+    max_task_retries: int = Field(default=2, ge=0, le=10, description="Ray retries per task")
+    progress: bool = True
+
+
+class PipelineSpec(_Spec):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    sources: list[SourceSpec] = Field(min_length=1)
+    decode: DecodeSpec = Field(default_factory=DecodeSpec)
+    detect: DetectSpec = Field(default_factory=DetectSpec)
+    annotate: AnnotateSpec = Field(default_factory=HeuristicAnnotate)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    plugins: list[str] = Field(default_factory=list, description="modules imported in workers")
+
+    def content_hash(self) -> str:
+        """Hash of what decides the samples' content (not where they go, nor scheduling)."""
+        data = self.model_dump(mode="json", exclude={"output", "runtime"})
+        data["output"] = {"mtime": self.output.mtime}
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{loc}': remove it or check its spelling"
+    if kind == "missing":
+        return f"missing required key '{loc}': add it"
+    if kind == "union_tag_invalid":
+        return f"'{loc}': {err['msg']}"
+    return f"'{loc}': {err['msg']}"
+
+
+def parse_spec(data: Any, origin: str = "spec") -> PipelineSpec:
+    """Validate a spec dict; raise SpecError with one sentence naming the field and the fix."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin} must be a YAML mapping with keys name, sources, output, ...")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        errs = exc.errors()
+        first = _describe(errs[0])
+        more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+        raise SpecError(f"Invalid {origin}: {first}{more}.") from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Load a YAML spec (safe loader) from a local path."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"Spec file {str(p)!r} does not exist: check the path.")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"Spec file {str(p)!r} is not valid YAML{where}: fix its syntax.") from None
+    return parse_spec(data, origin=f"spec {str(p)!r}")

@@ -1,0 +1,40 @@
+"""The Annotator protocol: what every annotation backend provides.
+
+A backend takes a batch of decoded, detected samples and returns, per sample, an
+:class:`Annotation` or an :class:`AnnotationFailure` (which rejects the input,
+keeping the raw model output). Prompt rendering and output parsing live outside
+the backends so they can be tested on recorded outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from relshard.record import Attribute, Provenance, Relation
+from relshard.workers.item import SampleDraft
+
+
+@dataclass
+class Annotation:
+    attributes: list[Attribute] = field(default_factory=list)
+    relations: list[Relation] = field(default_factory=list)
+    caption: str = ""
+    relational_caption: str = ""
+    provenance: Provenance | None = None
+
+
+@dataclass
+class AnnotationFailure:
+    reason: str
+    detail: str = ""
+    raw_output: str | None = None
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    name: str
+
+    def setup(self) -> None: ...
+
+    def annotate(self, samples: list[SampleDraft]) -> list[Annotation | AnnotationFailure]: ...
