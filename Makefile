@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:  make demo   and   make test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS ?= -q
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/relshard run examples/demo.yaml
+
+lint: setup
+	$(VENV)/bin/ruff check relshard tests bench examples
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) bench/decode.py && $(PY) bench/write.py && $(PY) bench/e2e.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,97 @@
+"""The ``relshard`` command.
+
+A user error (bad spec, missing file, unreachable cluster) prints one sentence
+and exits 2; a run that rejects more than ``max_reject_fraction`` exits 1; a bug
+shows its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relshard import __version__
+from relshard.errors import RejectBudgetExceeded, RelshardError
+
+app = typer.Typer(
+    name="relshard",
+    help="Turn raw videos, images and event logs into relational WebDataset shards on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(exc: RelshardError) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if isinstance(exc, RejectBudgetExceeded) else 2)
+
+
+def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazily
+    table = Table(title=f"relshard run {summary.run_id}", show_header=False)
+    table.add_row("output", summary.output)
+    table.add_row("inputs listed", str(summary.listed))
+    if summary.hidden_skipped:
+        table.add_row("hidden files skipped", str(summary.hidden_skipped))
+    table.add_row("already done (resumed)", str(summary.already_done))
+    table.add_row("written this run", f"{summary.inputs_written} inputs, "
+                  f"{summary.samples_written} samples in {summary.units} unit(s)")
+    table.add_row("rejected this run", str(summary.rejected_total))
+    for reason, n in sorted(summary.rejected.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {reason}", str(n))
+    totals = summary.manifest.get("totals", {})
+    table.add_row("output totals", f"{totals.get('samples', 0)} samples in "
+                  f"{totals.get('shards', 0)} shard(s), {totals.get('bytes', 0):,} bytes")
+    table.add_row("time", f"{summary.seconds:.1f} s")
+    out.print(table)
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
+    output: Annotated[str | None, typer.Option(
+        help="Output folder or URL (overrides the spec).")] = None,
+    address: Annotated[str | None, typer.Option(
+        envvar="RAY_ADDRESS",
+        help="Ray cluster to use (auto, ray://HOST:10001); default: a local Ray.")] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs for a local Ray.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a pipeline spec: decode, detect, annotate and write shards, resuming if possible."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from relshard.pipelines.runner import run_pipeline
+    from relshard.spec import load_spec
+
+    try:
+        summary = run_pipeline(load_spec(spec), output=output, address=address,
+                               num_cpus=num_cpus)
+    except RelshardError as exc:
+        _fail(exc)
+    _print_summary(summary)
+
+
+@app.command()
+def version() -> None:
+    """Print the relshard version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

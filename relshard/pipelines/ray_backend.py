@@ -1,0 +1,147 @@
+"""The Ray Data backend: the only module that builds a Ray Data graph.
+
+    read_parquet(listing) ─► map_batches(decode+detect) ─► map_batches(annotate) ─► ShardDatasink
+
+Rows carry one input each: ``input_key`` and ``payload`` (a msgpack WorkItem), so
+an input's samples stay together. Stateless stages run as tasks; stateful ones
+(a model to load) or GPU ones as an actor pool. Task retries are bounded: Ray
+Data would otherwise retry a deterministic worker crash forever.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from relshard.errors import RejectBudgetExceeded, RelshardError
+from relshard.pipelines.ray_datasink import RunMonitor, ShardDatasink
+from relshard.spec import PipelineSpec, Resources
+from relshard.workers.item import InputRef, WorkItem
+from relshard.workers.stage import Stage
+
+PAYLOAD_SCHEMA = pa.schema([("input_key", pa.string()), ("payload", pa.binary())])
+
+
+def _items_from_table(table: pa.Table) -> list[WorkItem]:
+    if "payload" in table.column_names:
+        return [WorkItem.from_bytes(p) for p in table.column("payload").to_pylist()]
+    rows = table.to_pylist()
+    return [
+        WorkItem(InputRef(r["input_key"], r["uri"], r["modality"], r["size"],
+                          json.loads(r["extra"]) if r["extra"] else {}))
+        for r in rows
+    ]
+
+
+def _table_from_items(items: list[WorkItem]) -> pa.Table:
+    return pa.table(
+        [[it.input.input_key for it in items], [it.to_bytes() for it in items]],
+        schema=PAYLOAD_SCHEMA,
+    )
+
+
+class _StageActor:
+    """Actor-pool wrapper: setup() once per actor."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        stage.setup()
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return _table_from_items(self.stage.process_batch(_items_from_table(table)))
+
+
+def _stage_fn(stage: Stage):
+    def run(table: pa.Table) -> pa.Table:
+        return _table_from_items(stage.process_batch(_items_from_table(table)))
+
+    run.__name__ = f"relshard_{stage.name}"
+    return run
+
+
+def _remote_args(res: Resources, max_retries: int, actor: bool) -> dict[str, Any]:
+    args: dict[str, Any] = {"num_cpus": res.num_cpus}
+    if res.num_gpus:
+        args["num_gpus"] = res.num_gpus
+    if res.custom:
+        args["resources"] = dict(res.custom)
+    if res.memory_mb:
+        args["memory"] = res.memory_mb * 1024 * 1024
+    if actor:
+        args.update(max_restarts=max_retries, max_task_retries=max_retries)
+    else:
+        args["max_retries"] = max_retries
+    return args
+
+
+def _cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _apply_stage(ds: Any, stage: Stage, spec: PipelineSpec) -> Any:
+    actor = stage.stateful or stage.resources.num_gpus > 0
+    remote = _remote_args(stage.resources, spec.runtime.max_task_retries, actor)
+    if actor:
+        size = max(1, int(_cluster_cpus() // max(stage.resources.num_cpus, 1)))
+        return ds.map_batches(
+            _StageActor, fn_constructor_args=(stage,), batch_size=stage.batch_size,
+            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+            zero_copy_batch=True, **remote,
+        )
+    return ds.map_batches(
+        _stage_fn(stage), batch_size=stage.batch_size, batch_format="pyarrow",
+        zero_copy_batch=True, **remote,
+    )
+
+
+def _unwrap(exc: BaseException) -> BaseException | None:
+    """Find a relshard error inside Ray's wrappers (RayTaskError chains)."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, RelshardError):
+            return cur
+        cause = getattr(cur, "cause", None)
+        cur = cause if isinstance(cause, BaseException) else (cur.__cause__ or cur.__context__)
+        seen += 1
+    text = str(exc)
+    if "RejectBudgetExceeded" in text:
+        return RelshardError(text.strip().splitlines()[-1])
+    return None
+
+
+def _split(tables: list[pa.Table], blocks: int) -> list[pa.Table]:
+    """Slice the listing into ``blocks`` nearly equal tables (one Ray block each)."""
+    whole = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    size = -(-whole.num_rows // blocks)
+    return [whole.slice(i, size) for i in range(0, whole.num_rows, size)]
+
+
+def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table], n_inputs: int,
+            stages: list[Stage]) -> list[dict]:
+    """Run the graph over the listing; return one write summary per write task."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = spec.runtime.progress
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    cpus = _cluster_cpus()
+    first = stages[0].batch_size if stages else 1
+    blocks = max(1, min(n_inputs, max(cpus * 4, -(-n_inputs // max(first, 1)))))
+    ds = ray.data.from_arrow(_split(listing, blocks))
+    for stage in stages:
+        ds = _apply_stage(ds, stage, spec)
+    monitor = RunMonitor.remote()
+    sink = ShardDatasink(root, run_id, spec.output, monitor,
+                         rows_per_write=spec.output.shard_max_samples)
+    try:
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.5,
+                                                 "max_retries": spec.runtime.max_task_retries})
+    except Exception as exc:
+        inner = _unwrap(exc)
+        if isinstance(inner, RejectBudgetExceeded | RelshardError):
+            raise inner from None
+        raise
+    return sink.result

@@ -1,0 +1,93 @@
+"""The Ray Data Datasink that commits shards, and the actor that watches rejects.
+
+Each write task owns one :class:`relshard.shards.writer.ShardWriter`; its units
+are named from the run id and Ray's task index, so a retried task rewrites the
+same names instead of adding duplicates. The manifest is written by the driver
+after every task has committed (``on_write_complete``), like a two-phase commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import ray
+from ray.data import Datasink
+from ray.data.block import Block, BlockAccessor
+
+from relshard.errors import RejectBudgetExceeded
+from relshard.shards.writer import ShardWriter
+from relshard.spec import OutputSpec
+from relshard.workers.item import WorkItem
+
+REPORT_EVERY = 32
+
+
+@ray.remote(num_cpus=0)
+class RunMonitor:
+    """Counts inputs written and rejected across all write tasks of a run."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.rejected = 0
+
+    def add(self, written: int, rejected: int) -> tuple[int, int]:
+        self.written += written
+        self.rejected += rejected
+        return self.written + self.rejected, self.rejected
+
+
+class ShardDatasink(Datasink[dict]):
+    def __init__(self, root: str, run_id: str, output: OutputSpec, monitor: Any,
+                 rows_per_write: int) -> None:
+        self.root = root
+        self.run_id = run_id
+        self.output = output
+        self.monitor = monitor
+        self._rows_per_write = rows_per_write
+        self.result: list[dict] = []
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self._rows_per_write
+
+    def get_name(self) -> str:
+        return "WriteShards"
+
+    def _check(self, written: int, rejected: int) -> None:
+        seen, total_rejected = ray.get(self.monitor.add.remote(written, rejected))
+        limit = self.output.max_reject_fraction
+        if seen >= self.output.reject_check_after and total_rejected > limit * seen:
+            raise RejectBudgetExceeded(total_rejected, seen, limit)
+
+    def write(self, blocks: Iterable[Block], ctx: Any) -> dict:
+        writer = ShardWriter(
+            self.root,
+            f"{self.run_id}-{ctx.task_idx:05d}",
+            max_samples=self.output.shard_max_samples,
+            max_bytes=int(self.output.shard_max_bytes),
+            mtime=self.output.mtime,
+        )
+        reported = (0, 0)
+        since = 0
+        for block in blocks:
+            for payload in BlockAccessor.for_block(block).to_arrow().column("payload").to_pylist():
+                writer.add(WorkItem.from_bytes(payload))
+                since += 1
+                if since >= REPORT_EVERY:
+                    reported = self._report(writer.summary, reported)
+                    since = 0
+        summary = writer.close()
+        self._report(summary, reported)
+        return dataclasses.asdict(summary)
+
+    def _report(self, summary: Any, reported: tuple[int, int]) -> tuple[int, int]:
+        """Send the counts added since the last report; return the new totals."""
+        now = (summary.inputs_written, summary.inputs_rejected)
+        if now != reported:
+            self._check(now[0] - reported[0], now[1] - reported[1])
+        return now
+
+    def on_write_complete(self, write_result: Any) -> None:
+        self.result = list(write_result.write_returns)

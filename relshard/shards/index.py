@@ -1,0 +1,141 @@
+"""The index and rejects tables of a unit, and the unit description in the index footer.
+
+``index/UNIT.parquet`` has one row per sample (:data:`INDEX_SCHEMA`); its
+key-value metadata holds, under :data:`META_KEY`, a JSON :class:`UnitInfo`:
+the shard path (relative to the root, or null for a unit without samples), its
+sample count, bytes and sha256, and the unit's counts of written and rejected
+inputs. Committing the index file commits the unit, so the manifest and
+recovery read index footers only, never the shards.
+
+``rejects/UNIT.parquet`` has one row per rejected input (:data:`REJECTS_SCHEMA`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from relshard.errors import ShardWriteError
+from relshard.record import SCHEMA_VERSION
+from relshard.shards.layout import OutputLayout, index_relpath
+
+META_KEY = b"relshard.unit"
+INDEX_FORMAT = 1
+
+INDEX_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("input_key", pa.string()),
+    ("uri", pa.string()),
+    ("shard", pa.string()),
+    ("offset", pa.int64()),
+    ("size", pa.int64()),
+    ("members", pa.list_(pa.string())),
+    ("modality", pa.string()),
+    ("n_frames", pa.int32()),
+    ("n_subjects", pa.int32()),
+    ("n_attributes", pa.int32()),
+    ("n_relations", pa.int32()),
+    ("caption_len", pa.int32()),
+    ("rel_caption_len", pa.int32()),
+    ("backend", pa.string()),
+    ("model", pa.string()),
+    ("prompt_version", pa.string()),
+    ("sha256", pa.string()),
+    ("schema_version", pa.int32()),
+])
+
+REJECTS_SCHEMA = pa.schema([
+    ("input_key", pa.string()),
+    ("uri", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("raw_output", pa.string()),
+    ("attempts", pa.int32()),
+])
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    """What one committed unit holds; also the JSON in its index footer."""
+
+    name: str
+    nsamples: int
+    ninputs: int  # inputs written (their samples are in the shard)
+    nrejects: int  # inputs rejected (rows of the rejects file)
+    bytes: int  # size of the shard file; 0 without one
+    sha256: str | None  # of the shard file; None without one
+    shard: str | None = None  # 'shards/UNIT.tar', or None for a unit without samples
+    rejects: str | None = None  # 'rejects/UNIT.parquet', or None without rejects
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["format"] = INDEX_FORMAT
+        data["schema_version"] = SCHEMA_VERSION
+        return json.dumps(data, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, blob: bytes) -> UnitInfo:
+        data = json.loads(blob)
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class CorruptIndexError(ShardWriteError):
+    """An index file exists but is not a readable relshard index."""
+
+
+class Columns:
+    """Rows of a table collected column by column (cheap to append, cheap to convert)."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.data: dict[str, list[Any]] = {name: [] for name in schema.names}
+
+    def append(self, row: dict[str, Any]) -> None:
+        for name, column in self.data.items():
+            column.append(row.get(name))
+
+    def __len__(self) -> int:
+        return len(self.data[self.schema.names[0]])
+
+    def table(self, metadata: dict[bytes, bytes] | None = None) -> pa.Table:
+        table = pa.Table.from_pydict(self.data, schema=self.schema)
+        return table.replace_schema_metadata(metadata) if metadata else table
+
+
+def write_table(table: pa.Table, sink: BinaryIO) -> None:
+    """Write a parquet table to an open binary file (zstd, statistics on)."""
+    pq.write_table(table, sink, compression="zstd")
+
+
+def read_unit_info(layout: OutputLayout, unit: str) -> UnitInfo:
+    """The :class:`UnitInfo` in the footer of ``index/UNIT.parquet``.
+
+    Raises :class:`CorruptIndexError` when the file is not a relshard index (no
+    parquet footer, no or malformed unit metadata). I/O errors pass through
+    unchanged: a failed read says nothing about the file.
+    """
+    path = layout.path(index_relpath(unit))
+    try:
+        with layout.fs.open(path, "rb") as f:
+            meta = pq.read_metadata(f).metadata or {}
+    except pa.ArrowInvalid as exc:
+        raise CorruptIndexError(f"index file {path!r} is not parquet: {exc}") from None
+    blob = meta.get(META_KEY)
+    if blob is None:
+        raise CorruptIndexError(f"index file {path!r} has no {META_KEY.decode()!r} metadata")
+    try:
+        return UnitInfo.from_json(blob)
+    except (ValueError, TypeError) as exc:
+        raise CorruptIndexError(f"index file {path!r} has malformed unit metadata: {exc}") from None
+
+
+def read_column(layout: OutputLayout, relpath: str, column: str) -> list[Any]:
+    """One column of a parquet file under the root, as a Python list."""
+    with layout.fs.open(layout.path(relpath), "rb") as f:
+        return pq.read_table(f, columns=[column]).column(column).to_pylist()

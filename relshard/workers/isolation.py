@@ -1,0 +1,159 @@
+"""Run risky per-input work (native decoders) in a child process.
+
+A decoder that segfaults on one malformed video would take its Ray worker down,
+and Ray Data retries a deterministic crash until the whole run fails. Instead,
+each worker keeps one long-lived child process and sends it one input at a time
+over a pipe, as msgpack bytes (no pickle). When the child dies or overruns the
+time limit, the input that was in it is known exactly: it is retried in a fresh
+child up to ``crash_retries`` times, then rejected (``worker_crash`` or
+``timeout``), and the worker carries on.
+
+The child is started with the ``spawn`` method (safe beside Ray's threads), caps
+its own address space when asked (a decompression bomb fails there, not in the
+worker), and exits when its parent goes away (the pipe closes).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# A handler is "module:function"; it takes (config: dict, payload: bytes) -> bytes.
+Handler = Callable[[dict[str, Any], bytes], bytes]
+
+
+@dataclass
+class ChildFailure:
+    """Why the child produced no answer for one payload."""
+
+    reason: str  # "worker_crash" | "timeout"
+    detail: str
+    attempts: int
+
+
+def _resolve(spec: str) -> Handler:
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _child_main(conn: Connection, handler_spec: str, config: dict[str, Any],
+                plugins: list[str], max_memory_mb: int | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    if max_memory_mb:
+        import resource
+
+        limit = max_memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    for plugin in plugins:
+        importlib.import_module(plugin)
+    handler = _resolve(handler_spec)
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(handler(config, payload))
+
+
+class IsolatedRunner:
+    """One child process that runs ``handler`` on payloads, one at a time."""
+
+    def __init__(self, handler: str, config: dict[str, Any], *, timeout_s: float,
+                 crash_retries: int, max_memory_mb: int | None = None,
+                 plugins: list[str] | None = None) -> None:
+        self.handler = handler
+        self.config = config
+        self.timeout_s = timeout_s
+        self.crash_retries = crash_retries
+        self.max_memory_mb = max_memory_mb
+        self.plugins = plugins or []
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self.restarts = 0
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_child_main,
+            args=(child, self.handler, self.config, self.plugins, self.max_memory_mb),
+            daemon=True,
+            name="relshard-decode",
+        )
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            if self._proc.is_alive():
+                os.kill(self._proc.pid, signal.SIGKILL)
+            self._proc.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc, self._conn = None, None
+        self.restarts += 1
+
+    def _call_once(self, payload: bytes) -> bytes | ChildFailure:
+        if self._proc is None or not self._proc.is_alive():
+            if self._proc is not None:
+                self._kill()
+            self._start()
+        assert self._conn is not None and self._proc is not None
+        try:
+            self._conn.send_bytes(payload)
+            if not self._conn.poll(self.timeout_s):
+                self._kill()
+                return ChildFailure("timeout", f"no result within {self.timeout_s:g} s", 1)
+            return self._conn.recv_bytes()
+        except (EOFError, OSError, BrokenPipeError):
+            self._proc.join(timeout=5)
+            code = self._proc.exitcode
+            self._kill()
+            if code is not None and code < 0:
+                try:
+                    name = signal.Signals(-code).name
+                except ValueError:
+                    name = f"signal {-code}"
+                detail = f"decoder process killed by {name}"
+            else:
+                detail = f"decoder process exited with code {code}"
+            return ChildFailure("worker_crash", detail, 1)
+
+    def call(self, payload: bytes) -> bytes | ChildFailure:
+        """Run one payload; retry crashes and time-outs in a fresh child, then give up."""
+        failure: ChildFailure | None = None
+        for attempt in range(1, self.crash_retries + 2):
+            result = self._call_once(payload)
+            if not isinstance(result, ChildFailure):
+                return result
+            failure = ChildFailure(result.reason, result.detail, attempt)
+            log.warning("isolated call failed (%s, attempt %d)", result.detail, attempt)
+        assert failure is not None
+        return failure
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._kill()
+            self.restarts -= 1
+
+
+_RUNNERS: dict[tuple[str, str], IsolatedRunner] = {}
+
+
+def shared_runner(key: str, factory: Callable[[], IsolatedRunner],
+                  handler: str) -> IsolatedRunner:
+    """One runner per worker process and configuration, reused across Ray tasks."""
+    runner = _RUNNERS.get((handler, key))
+    if runner is None:
+        runner = _RUNNERS[(handler, key)] = factory()
+    return runner

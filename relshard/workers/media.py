@@ -1,0 +1,142 @@
+"""The media stage: decode an input, detect its subjects, encode frames and crops.
+
+Decoding and detection run together, in the isolated child process when
+``decode.isolate`` is on, so raw frames never leave the process that made them:
+what comes back is compact (JPEG frames, crops, detections). The handler
+:func:`prepare_payload` is what the child runs; :class:`MediaStage` is the Stage
+the pipeline schedules.
+"""
+
+from __future__ import annotations
+
+import traceback
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+
+from relshard.record import clip_key
+from relshard.spec import DecodeSpec, DetectSpec, Resources
+from relshard.workers.decode import DecodedClip, DecodeError, decode_input
+from relshard.workers.detect.subjects import SubjectDetector
+from relshard.workers.isolation import ChildFailure, IsolatedRunner, shared_runner
+from relshard.workers.item import Frame, SampleDraft, WorkItem
+from relshard.workers.stage import Stage
+
+STAGE = "decode"
+HANDLER = "relshard.workers.media:prepare_payload"
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """Encode an RGB uint8 image as JPEG bytes."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+@lru_cache(maxsize=4)
+def _configs(decode_json: str, detect_json: str) -> tuple[DecodeSpec, DetectSpec, SubjectDetector]:
+    decode = DecodeSpec.model_validate_json(decode_json)
+    detect = DetectSpec.model_validate_json(detect_json)
+    return decode, detect, SubjectDetector(detect)
+
+
+def _sample_from_clip(item: WorkItem, clip: DecodedClip, decode: DecodeSpec,
+                      detector: SubjectDetector) -> SampleDraft:
+    src = clip.source
+    single = decode.clip_seconds is None or src.clip_index is None
+    key = item.input.input_key if single else clip_key(item.input.input_key, src.clip_index)
+    subjects, crops = detector.detect(clip.frames)
+    indices = src.frame_indices or [0] * len(clip.frames)
+    times = src.frame_times or [None] * len(clip.frames)
+    frames = [
+        Frame(encode_jpeg(f, decode.jpeg_quality), f.shape[1], f.shape[0], int(i), t)
+        for f, i, t in zip(clip.frames, indices, times, strict=False)
+    ]
+    draft = SampleDraft(key=key, source=src, frames=frames, subjects=subjects,
+                        warnings=list(clip.warnings))
+    for suffix, data in clip.members.items():
+        draft.add_member(suffix, data)
+    for suffix, crop in crops.items():
+        draft.add_member(suffix, encode_jpeg(crop, decode.jpeg_quality))
+    return draft
+
+
+def prepare(item: WorkItem, decode: DecodeSpec, detector: SubjectDetector) -> WorkItem:
+    """Decode, detect and encode one input in place; per-input problems reject it."""
+    if item.rejected:
+        return item
+    try:
+        clips = decode_input(item.input, decode)
+    except DecodeError as exc:
+        return item.fail(STAGE, exc.reason, exc.detail)
+    except MemoryError:
+        return item.fail(STAGE, "out_of_memory", "decoding exceeded decode.max_memory_mb")
+    except Exception as exc:  # an unanticipated library error on odd input
+        return item.fail(STAGE, "decode_error", _short_trace(exc))
+    if not clips:
+        return item.fail(STAGE, "no_frames", "the decoder produced no frames")
+    try:
+        item.samples = [_sample_from_clip(item, c, decode, detector) for c in clips]
+    except MemoryError:
+        return item.fail("detect", "out_of_memory", "detection exceeded decode.max_memory_mb")
+    except Exception as exc:
+        return item.fail("detect", "detect_error", _short_trace(exc))
+    return item
+
+
+def _short_trace(exc: BaseException) -> str:
+    tail = traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]
+    return "".join(tail)[-2000:]
+
+
+def prepare_payload(config: dict[str, Any], payload: bytes) -> bytes:
+    """Child-process entry point: WorkItem bytes in, WorkItem bytes out."""
+    decode, _, detector = _configs(config["decode"], config["detect"])
+    return prepare(WorkItem.from_bytes(payload), decode, detector).to_bytes()
+
+
+class MediaStage(Stage):
+    """Decode + detect (+ encode), optionally isolated in a child process."""
+
+    name = STAGE
+
+    def __init__(self, decode: DecodeSpec, detect: DetectSpec, plugins: list[str] | None = None):
+        self.decode = decode
+        self.detect = detect
+        self.plugins = plugins or []
+        self.batch_size = decode.batch_size or 4
+        self.resources: Resources = decode.resources
+        self._config = {"decode": decode.model_dump_json(), "detect": detect.model_dump_json()}
+
+    def _runner(self) -> IsolatedRunner:
+        key = self._config["decode"] + self._config["detect"] + ",".join(self.plugins)
+        return shared_runner(
+            key,
+            lambda: IsolatedRunner(
+                HANDLER, self._config, timeout_s=self.decode.timeout_s,
+                crash_retries=self.decode.crash_retries,
+                max_memory_mb=self.decode.max_memory_mb, plugins=self.plugins,
+            ),
+            HANDLER,
+        )
+
+    def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
+        if not self.decode.isolate:
+            decode, _, detector = _configs(self._config["decode"], self._config["detect"])
+            return [prepare(it, decode, detector) for it in items]
+        runner = self._runner()
+        out = []
+        for it in items:
+            if it.rejected:
+                out.append(it)
+                continue
+            result = runner.call(it.to_bytes())
+            if isinstance(result, ChildFailure):
+                out.append(it.fail(STAGE, result.reason, result.detail, attempts=result.attempts))
+            else:
+                out.append(WorkItem.from_bytes(result))
+        return out
