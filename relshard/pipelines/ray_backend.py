@@ -11,6 +11,7 @@ Data would otherwise retry a deterministic worker crash forever.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import pyarrow as pa
@@ -84,6 +85,14 @@ def _cluster_cpus() -> int:
 def _apply_stage(ds: Any, stage: Stage, spec: PipelineSpec) -> Any:
     actor = stage.stateful or stage.resources.num_gpus > 0
     remote = _remote_args(stage.resources, spec.runtime.max_task_retries, actor)
+    with warnings.catch_warnings():
+        # Ray 2.60 marks max_retries/max_restarts as passed-through "ray_remote_args"
+        # deprecated, with no named replacement yet; they are what bounds crash retries.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _map(ds, stage, actor, remote)
+
+
+def _map(ds: Any, stage: Stage, actor: bool, remote: dict[str, Any]) -> Any:
     if actor:
         size = max(1, int(_cluster_cpus() // max(stage.resources.num_cpus, 1)))
         return ds.map_batches(

@@ -1,0 +1,96 @@
+"""End-to-end throughput: images/s through `relshard run` with 1 vs 2 CPUs for Ray.
+
+    python bench/e2e.py [--images 240] [--side 1024]
+
+Makes N JPEG photos (crops, flips and colour shifts of the bundled real photos,
+so detection has real faces to find), then runs the full pipeline (decode ->
+Haar/HOG detect -> heuristic annotate -> shards) on a fresh local Ray with
+num_cpus=1 and with num_cpus=2, each in its own process. Ray's start-up is
+excluded; everything from listing to the manifest is timed. Prints both rates
+and the speed-up (target >= 1.6x on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = sorted((REPO / "examples" / "assets").glob("*.jpg"))
+
+
+def make_images(folder: Path, n: int, side: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    bases = [np.asarray(Image.open(p).convert("RGB")) for p in PHOTOS]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = bases[i % len(bases)]
+        h, w = img.shape[:2]
+        y0, x0 = int(rng.integers(0, h // 8 + 1)), int(rng.integers(0, w // 8 + 1))
+        crop = img[y0:, x0:]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        shift = rng.integers(-20, 21, size=3)
+        crop = np.clip(crop.astype(np.int16) + shift, 0, 255).astype(np.uint8)
+        scale = side / max(crop.shape[:2])
+        size = (int(crop.shape[1] * scale), int(crop.shape[0] * scale))
+        Image.fromarray(crop).resize(size, Image.BILINEAR).save(folder / f"img{i:05d}.jpg",
+                                                               quality=90)
+
+
+def child(src: str, out: str, cpus: int) -> None:
+    from relshard.pipelines import ray_cluster
+    from relshard.pipelines.runner import run_pipeline
+    from relshard.spec import parse_spec
+
+    ray_cluster.connect(None, cpus)
+    spec = parse_spec({
+        "name": "bench", "sources": [{"path": src}],
+        "decode": {"batch_size": 8},
+        "output": {"path": out, "shard_max_samples": 1000},
+        "runtime": {"progress": False},
+    })
+    t0 = time.perf_counter()
+    summary = run_pipeline(spec)
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"cpus": cpus, "seconds": elapsed, "written": summary.inputs_written,
+                      "rejected": summary.rejected_total}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=240)
+    ap.add_argument("--side", type=int, default=1024)
+    ap.add_argument("--child", nargs=3, metavar=("SRC", "OUT", "CPUS"))
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    with tempfile.TemporaryDirectory(prefix="relshard-e2e-") as tmp:
+        src = Path(tmp) / "src"
+        make_images(src, args.images, args.side)
+        results = {}
+        for cpus in (1, 2):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", str(src), f"{tmp}/out{cpus}", str(cpus)],
+                capture_output=True, text=True, check=True, cwd=REPO,
+            )
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
+            res = json.loads(line)
+            assert res["written"] + res["rejected"] == args.images, res
+            results[cpus] = args.images / res["seconds"]
+            print(f"num_cpus={cpus}: {results[cpus]:6.1f} images/s "
+                  f"({res['seconds']:.1f} s for {args.images} images, {args.side}px)")
+        print(f"speed-up 2 vs 1 CPU: {results[2] / results[1]:.2f}x (target >= 1.6x)")
+
+
+if __name__ == "__main__":
+    main()
