@@ -3,8 +3,9 @@
 A shard is a POSIX tar; a sample is the group of members that share a key:
 ``KEY.json`` (a :class:`SampleRecord`), ``KEY.txt`` (caption), ``KEY.rel.txt``
 (anonymized relational caption), ``KEY.jpg`` or ``KEY.f000.jpg``... (image or
-keyframes), ``KEY.S1.jpg`` (subject crops), and for event windows
-``KEY.times.npy`` / ``KEY.types.npy``.
+keyframes), ``KEY.s1.jpg`` (subject crops; lowercase, because webdataset
+lowercases member suffixes), and for event windows ``KEY.times.npy`` /
+``KEY.types.npy``.
 
 Keys are lowercase ``[a-z0-9_-]`` (no dots: webdataset splits at the first dot),
 derived deterministically from where an input lives relative to its source root,
@@ -124,7 +125,7 @@ class Subject(_Model):
     face_bbox: BBox | None = None
     score: float | None = None
     detector: str | None = None
-    crop: str | None = Field(default=None, description="member suffix of the crop, e.g. 'S1.jpg'")
+    crop: str | None = Field(default=None, description="crop member suffix, e.g. 's1.jpg'")
     track: list[TrackPoint] = Field(default_factory=list)
 
     @field_validator("id")
@@ -137,6 +138,8 @@ class Subject(_Model):
     @field_validator("crop")
     @classmethod
     def _crop(cls, v: str | None) -> str | None:
+        if v is not None and v != v.lower():
+            raise ValueError(f"crop member suffix {v!r} must be lowercase (webdataset lowercases)")
         return None if v is None else validate_member_suffix(v)
 
 

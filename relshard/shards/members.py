@@ -8,7 +8,7 @@ Members, in this order (``KEY`` is the sample key):
 - frames: ``KEY.jpg`` for a single-frame image, else ``KEY.f000.jpg``, ``KEY.f001.jpg``...
   numbered by position in the stored frames;
 - the draft's extra members ``KEY.<suffix>`` in insertion order (crops
-  ``S1.jpg``, ``times.npy``, ``mp4``...).
+  ``s1.jpg``, ``times.npy``, ``mp4``...).
 
 Any problem here belongs to the input, not to the run: a missing provenance, a
 record that fails validation (a relation to an unknown id), a subject crop that

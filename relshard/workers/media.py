@@ -93,8 +93,14 @@ def _short_trace(exc: BaseException) -> str:
     return "".join(tail)[-2000:]
 
 
+def limit_threads(num_cpus: float) -> None:
+    """Keep OpenCV to the CPUs the task asked Ray for (it would use every core)."""
+    cv2.setNumThreads(max(1, int(num_cpus)))
+
+
 def prepare_payload(config: dict[str, Any], payload: bytes) -> bytes:
     """Child-process entry point: WorkItem bytes in, WorkItem bytes out."""
+    limit_threads(config["num_cpus"])
     decode, _, detector = _configs(config["decode"], config["detect"])
     return prepare(WorkItem.from_bytes(payload), decode, detector).to_bytes()
 
@@ -110,7 +116,8 @@ class MediaStage(Stage):
         self.plugins = plugins or []
         self.batch_size = decode.batch_size or 4
         self.resources: Resources = decode.resources
-        self._config = {"decode": decode.model_dump_json(), "detect": detect.model_dump_json()}
+        self._config = {"decode": decode.model_dump_json(), "detect": detect.model_dump_json(),
+                        "num_cpus": self.resources.num_cpus}
 
     def _runner(self) -> IsolatedRunner:
         key = self._config["decode"] + self._config["detect"] + ",".join(self.plugins)
@@ -126,6 +133,7 @@ class MediaStage(Stage):
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         if not self.decode.isolate:
+            limit_threads(self.resources.num_cpus)
             decode, _, detector = _configs(self._config["decode"], self._config["detect"])
             return [prepare(it, decode, detector) for it in items]
         runner = self._runner()

@@ -50,7 +50,7 @@ def make_item(
             source=source,
             frames=frames,
             subjects=[Subject(id="S1", kind="person", bbox=[0.1, 0.1, 0.5, 0.9],
-                              crop="S1.jpg" if crop else None)],
+                              crop="s1.jpg" if crop else None)],
             attributes=[Attribute(id="A1", text="red hat", category="clothing")],
             relations=[Relation(subject="S1", predicate="wears", object="A1")],
             caption=f"a person in a red hat ({name})",
@@ -58,7 +58,7 @@ def make_item(
             provenance=PROV,
         )
         if crop:
-            sample.add_member("S1.jpg", jpeg(seed + 1000 + i, 16, 16))
+            sample.add_member("s1.jpg", jpeg(seed + 1000 + i, 16, 16))
         if payload:
             sample.add_member("blob.bin", np.random.default_rng(seed).bytes(payload))
         item.samples.append(sample)

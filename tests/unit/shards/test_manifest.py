@@ -95,7 +95,7 @@ def test_manifest_is_a_wids_shard_index(tmp_path: Path) -> None:
     assert sample["__shard__"].endswith("shards/w1-0000.tar")
     assert json.loads(members[".json"])["key"] == expected.input.input_key
     assert members[".jpg"] == expected.samples[0].frames[0].jpeg
-    assert {".txt", ".rel.txt", ".S1.jpg"} <= set(members)
+    assert {".txt", ".rel.txt", ".s1.jpg"} <= set(members)
 
 
 def test_memory_root_write_recover_manifest() -> None:

@@ -17,8 +17,8 @@ def test_single_image_members_in_order() -> None:
     key = item.input.input_key
     assert sm.key == key
     assert [n for n, _ in sm.members] == [f"{key}.json", f"{key}.txt", f"{key}.rel.txt",
-                                          f"{key}.jpg", f"{key}.S1.jpg"]
-    assert sm.suffixes == ["json", "txt", "rel.txt", "jpg", "S1.jpg"]
+                                          f"{key}.jpg", f"{key}.s1.jpg"]
+    assert sm.suffixes == ["json", "txt", "rel.txt", "jpg", "s1.jpg"]
     data = dict(sm.members)
     assert data[f"{key}.txt"] == b"a person in a red hat (cat)"
     assert data[f"{key}.rel.txt"] == b"{S1} wears {A1}"
@@ -54,7 +54,7 @@ def test_extra_members_follow_frames() -> None:
     item = make_item("ev", payload=64)
     item.samples[0].add_member("times.npy", b"\x93NUMPY")
     (sm,) = item_members(item)
-    assert sm.suffixes[3:] == ["jpg", "S1.jpg", "blob.bin", "times.npy"]
+    assert sm.suffixes[3:] == ["jpg", "s1.jpg", "blob.bin", "times.npy"]
 
 
 def test_relation_to_unknown_id_is_invalid() -> None:
@@ -75,7 +75,7 @@ def test_missing_provenance_is_invalid() -> None:
 
 def test_crop_that_names_no_member_is_invalid() -> None:
     item = make_item("nocrop", crop=False)
-    item.samples[0].subjects = [Subject(id="S1", kind="person", bbox=[0, 0, 1, 1], crop="S1.jpg")]
+    item.samples[0].subjects = [Subject(id="S1", kind="person", bbox=[0, 0, 1, 1], crop="s1.jpg")]
     with pytest.raises(InvalidRecord, match="not among its members"):
         item_members(item)
 

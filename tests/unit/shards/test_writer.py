@@ -44,7 +44,7 @@ def test_shard_reads_back_with_tar_and_webdataset(tmp_path: Path) -> None:
     shard = tmp_path / unit.shard
     names = tar_names(shard)
     k0 = items[0].input.input_key
-    assert names[:5] == [f"{k0}.json", f"{k0}.txt", f"{k0}.rel.txt", f"{k0}.jpg", f"{k0}.S1.jpg"]
+    assert names[:5] == [f"{k0}.json", f"{k0}.txt", f"{k0}.rel.txt", f"{k0}.jpg", f"{k0}.s1.jpg"]
     assert len(names) == 3 * 5 + 2 * 5
 
     samples = list(wds.WebDataset(str(shard), shardshuffle=False))
@@ -74,7 +74,7 @@ def test_index_rows_and_footer_match_the_shard(tmp_path: Path) -> None:
     assert len(rows) == 6
     for row, sample in zip(rows, [s for it in items for s in it.samples], strict=True):
         assert row["key"] == sample.key and row["shard"] == "shards/w0-0000.tar"
-        assert row["members"] == ["json", "txt", "rel.txt", "jpg", "S1.jpg"]
+        assert row["members"] == ["json", "txt", "rel.txt", "jpg", "s1.jpg"]
         assert (row["n_subjects"], row["n_attributes"], row["n_relations"]) == (1, 1, 1)
         assert row["backend"] == "heuristic" and row["model"] is None
         assert row["schema_version"] == 1 and row["sha256"] == "ab" * 32
