@@ -54,7 +54,6 @@ def child(src: str, out: str, cpus: int) -> None:
     ray_cluster.connect(None, cpus)
     spec = parse_spec({
         "name": "bench", "sources": [{"path": src}],
-        "decode": {"batch_size": 8},
         "output": {"path": out, "shard_max_samples": 1000},
         "runtime": {"progress": False},
     })

@@ -81,7 +81,9 @@ class DetectSpec(_Spec):
 
 class HeuristicAnnotate(_Spec):
     backend: Literal["heuristic"] = "heuristic"
-    batch_size: int = Field(default=32, ge=1)
+    # Small on purpose: Ray fuses this stage with decoding, and a fused task takes
+    # the larger batch of the two, so a big batch here would serialize decoding.
+    batch_size: int = Field(default=1, ge=1, description="inputs per call")
     resources: Resources = Field(default_factory=Resources)
 
 

@@ -146,7 +146,7 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
     sink = ShardDatasink(root, run_id, spec.output, monitor,
                          rows_per_write=spec.output.shard_max_samples)
     try:
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.5,
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0,
                                                  "max_retries": spec.runtime.max_task_retries})
     except Exception as exc:
         inner = _unwrap(exc)
