@@ -133,7 +133,7 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
             stages: list[Stage]) -> list[dict]:
     """Run the graph over the listing; return one write summary per write task."""
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = spec.runtime.progress
+    ctx.enable_progress_bars = spec.runtime.progress  # Ray logs progress when not a tty
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     cpus = _cluster_cpus()

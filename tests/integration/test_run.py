@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
-from relshard.errors import RejectBudgetExceeded
+from relshard.cli import app
+from relshard.errors import OutputConflictError, RejectBudgetExceeded
 from relshard.pipelines.runner import run_pipeline
 from relshard.record import SampleRecord
 from relshard.spec import parse_spec
@@ -118,6 +120,25 @@ def test_too_many_rejects_fail_loudly(ray_session, tmp_path):
     (src / "ok.jpg").write_bytes((SAMPLES / "images/grace_hopper.jpg").read_bytes())
     with pytest.raises(RejectBudgetExceeded, match="6 of 7"):
         run_pipeline(_spec(src, tmp_path / "out", max_reject_fraction=0.5))
+    # the CLI says it in one sentence and exits 1; the ledger already holds the reasons
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(_spec(src, tmp_path / "out2", max_reject_fraction=0.5)
+                                    .model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["run", str(spec_file)])
+    assert result.exit_code == 1, result.output
+    assert "max_reject_fraction" in result.output and "Traceback" not in result.output
+    assert len(_rejects(tmp_path / "out2")) == 6
+
+
+def test_an_output_of_another_spec_is_refused(ray_session, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(SAMPLES / "images/grace_hopper.jpg", src / "a.jpg")
+    run_pipeline(_spec(src, tmp_path / "out"))
+    other = _spec(src, tmp_path / "out").model_copy(deep=True)
+    other.decode.frames_per_clip = 2
+    with pytest.raises(OutputConflictError, match="different spec"):
+        run_pipeline(other)
 
 
 def test_a_crashing_decoder_rejects_one_input_and_the_run_goes_on(ray_session, tmp_path):
