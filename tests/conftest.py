@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from relshard.pipelines import ray_cluster
+
+# Ray reads its interface and auth settings when first imported, and test modules
+# import it at collection: set them before anything does, as `relshard run` does.
+ray_cluster.set_local_env()
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "examples" / "data"
 
@@ -16,8 +22,6 @@ SAMPLES = REPO / "examples" / "data"
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray (2 CPUs, loopback) shared by every Ray test of the session."""
-    from relshard.pipelines import ray_cluster
-
     started = ray_cluster.connect(None, num_cpus=2)
     import ray
 

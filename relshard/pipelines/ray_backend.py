@@ -18,11 +18,12 @@ import pyarrow as pa
 import ray
 
 from relshard.errors import RejectBudgetExceeded, RelshardError
-from relshard.pipelines.ray_datasink import RunMonitor, ShardDatasink
+from relshard.pipelines.ray_datasink import ShardDatasink, start_monitor
 from relshard.spec import PipelineSpec, Resources
 from relshard.workers.item import InputRef, WorkItem
 from relshard.workers.stage import Stage
 
+MAX_BLOCKS = 100_000
 PAYLOAD_SCHEMA = pa.schema([("input_key", pa.string()), ("payload", pa.binary())])
 
 
@@ -130,21 +131,32 @@ def _split(tables: list[pa.Table], blocks: int) -> list[pa.Table]:
 
 
 def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table], n_inputs: int,
-            stages: list[Stage]) -> list[dict]:
-    """Run the graph over the listing; return one write summary per write task."""
+            stages: list[Stage], credit: int = 0, rows_per_write: int | None = None
+            ) -> list[dict]:
+    """Run the graph over the listing; return one write summary per write task.
+
+    ``credit``: good units seen before the graph (event rows of the events pre-pass),
+    counted with the written inputs by the reject budget. ``rows_per_write``: inputs per
+    write task (default ``output.shard_max_samples``); event buckets hold hundreds of
+    samples each, so they use fewer, or one write would wait for the whole dataset.
+    """
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = spec.runtime.progress  # Ray logs progress when not a tty
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     cpus = _cluster_cpus()
     first = stages[0].batch_size if stages else 1
-    blocks = max(1, min(n_inputs, max(cpus * 4, -(-n_inputs // max(first, 1)))))
+    # One block per batch of the first stage (so small runs spread over every CPU),
+    # capped so that ten million inputs make ~100 rows a block, not millions of blocks.
+    blocks = max(1, min(n_inputs, MAX_BLOCKS, max(cpus * 4, -(-n_inputs // max(first, 1)))))
     ds = ray.data.from_arrow(_split(listing, blocks))
     for stage in stages:
         ds = _apply_stage(ds, stage, spec)
-    monitor = RunMonitor.remote()
+    monitor = start_monitor()
+    if credit:
+        ray.get(monitor.add.remote(credit, 0))
     sink = ShardDatasink(root, run_id, spec.output, monitor,
-                         rows_per_write=spec.output.shard_max_samples)
+                         rows_per_write=rows_per_write or spec.output.shard_max_samples)
     try:
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0,
                                                  "max_retries": spec.runtime.max_task_retries})

@@ -24,7 +24,7 @@ LOCAL_ENV = {
 }
 
 
-def _set_local_env() -> None:
+def set_local_env() -> None:
     """Set the local-cluster environment; Ray reads it when first imported."""
     if "ray" in sys.modules:
         # Imported already (an embedding program did): the auth mode is fixed for this
@@ -41,7 +41,7 @@ def connect(address: str | None, num_cpus: int | None = None, *,
             runtime_env: dict[str, Any] | None = None) -> bool:
     """Initialise Ray; return True when this call started a local instance."""
     if address in (None, "", "local"):
-        _set_local_env()
+        set_local_env()
         address = None
     import ray
 

@@ -9,6 +9,7 @@ after every task has committed (``on_write_complete``), like a two-phase commit.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +23,7 @@ from relshard.spec import OutputSpec
 from relshard.workers.item import WorkItem
 
 REPORT_EVERY = 32
+log = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0)
@@ -36,6 +38,17 @@ class RunMonitor:
         self.written += written
         self.rejected += rejected
         return self.written + self.rejected, self.rejected
+
+
+def start_monitor() -> Any:
+    """The run's RunMonitor, pinned to the driver's node: a lost worker node must not
+    take the reject counts with it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return RunMonitor.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+    ).remote()
 
 
 class ShardDatasink(Datasink[dict]):
@@ -56,7 +69,13 @@ class ShardDatasink(Datasink[dict]):
         return "WriteShards"
 
     def _check(self, written: int, rejected: int) -> None:
-        seen, total_rejected = ray.get(self.monitor.add.remote(written, rejected))
+        try:
+            seen, total_rejected = ray.get(self.monitor.add.remote(written, rejected))
+        except ray.exceptions.RayActorError:
+            # Only the driver's own node can take the monitor down (it is pinned
+            # there), and then the run is over anyway; the final check still holds.
+            log.warning("the reject monitor is gone; the budget is checked at the end")
+            return
         limit = self.output.max_reject_fraction
         if seen >= self.output.reject_check_after and total_rejected > limit * seen:
             raise RejectBudgetExceeded(total_rejected, seen, limit)

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # A handler is "module:function"; it takes (config: dict, payload: bytes) -> bytes.
 Handler = Callable[[dict[str, Any], bytes], bytes]
+READY = b"relshard-child-ready"
+STARTUP_TIMEOUT_S = 300.0  # imports on a loaded node can take long; not an input's fault
 
 
 @dataclass
@@ -56,6 +58,7 @@ def _child_main(conn: Connection, handler_spec: str, config: dict[str, Any],
     for plugin in plugins:
         importlib.import_module(plugin)
     handler = _resolve(handler_spec)
+    conn.send_bytes(READY)  # imports done: the parent's per-input clock starts now
     while True:
         try:
             payload = conn.recv_bytes()
@@ -92,6 +95,17 @@ class IsolatedRunner:
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
+        try:
+            ready = parent.poll(STARTUP_TIMEOUT_S) and parent.recv_bytes() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            code = proc.exitcode
+            self._kill()
+            raise RuntimeError(
+                f"the decode child process did not start (exit code {code}); check that "
+                f"relshard and the spec's plugins import in a fresh Python"
+            )
 
     def _kill(self) -> None:
         if self._proc is not None:

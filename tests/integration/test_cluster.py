@@ -7,130 +7,28 @@ dir; a second node joins with a custom `decode` resource. Both are stopped by PI
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, SAMPLES
+from tests.conftest import SAMPLES
+from tests.helpers.loopback_cluster import LoopbackCluster, kill_group, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Cluster:
-    dashboard: str
-    gcs: str
-    head: subprocess.Popen
-    worker: subprocess.Popen
-    env: dict[str, str]
-
-    def nodes(self) -> list:
-        from ray.util.state import list_nodes
-
-        return [n for n in list_nodes(address=self.dashboard) if n.state == "ALIVE"]
-
-
-def _wait(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def _agent_ports() -> list[str]:
-    """Own ports for the per-node agents: the defaults (e.g. 52365) may be taken by
-    another Ray on this machine, and then the job agent never comes up."""
-    return ["--dashboard-agent-listen-port", str(_free_port()),
-            "--dashboard-agent-grpc-port", str(_free_port()),
-            "--metrics-export-port", str(_free_port()),
-            "--runtime-env-agent-port", str(_free_port())]
-
-
-def _job_agent_ready(dashboard: str) -> bool:
-    """The head accepts and runs a trivial job (its job agent starts after the node)."""
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(dashboard)
-    sid = client.submit_job(entrypoint="python -c pass", entrypoint_num_cpus=0)
-    deadline = time.monotonic() + 60
-    while str(client.get_job_status(sid)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
-
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[Cluster]:
-    temp = tmp_path_factory.mktemp("rayc")
-    gcs_port, dash_port = _free_port(), _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": str(REPO)}
-    head_env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", str(dash_port), "--ray-client-server-port", str(_free_port()),
-         "--temp-dir", str(temp), "--num-cpus", "1", "--disable-usage-stats",
-         *_agent_ports()],
-        env=head_env, start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    worker_env = {k: v for k, v in env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-    worker = None
-    c = None
+def cluster(tmp_path_factory) -> Iterator[LoopbackCluster]:
+    c = LoopbackCluster(tmp_path_factory.mktemp("rayc"))
     try:
-        dashboard = f"http://127.0.0.1:{dash_port}"
-        os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "token")
-        probe = Cluster(dashboard, f"127.0.0.1:{gcs_port}", head, head, env)
-        _wait(lambda: len(probe.nodes()) == 1, 90, "the head node")
-        _wait(lambda: _job_agent_ready(dashboard), 120, "the head's job agent")
-        worker = subprocess.Popen(
-            [sys.executable, str(REPO / "tests/helpers/ray_loopback_node.py"), "start",
-             "--block", "--address", f"127.0.0.1:{gcs_port}", "--node-ip-address",
-             "127.0.0.1", "--num-cpus", "1", "--resources", json.dumps({"decode": 2}),
-             "--disable-usage-stats", *_agent_ports()],
-            env=worker_env, start_new_session=True, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        c = Cluster(dashboard, probe.gcs, head, worker, env)
-        _wait(lambda: len(c.nodes()) == 2, 90, "the second node")
+        c.start()
+        c.add_node(cpus=1, resources={"decode": 2})
         yield c
     finally:
-        if worker is not None:
-            _kill_group(worker)
-        _kill_group(head)
+        c.stop()
 
 
 def _inputs(root: Path, n: int) -> Path:
@@ -150,13 +48,13 @@ def _spec(src: Path, out: Path, **decode) -> object:
                        "runtime": {"progress": False}})
 
 
-def _ray_job_id(cluster: Cluster, submission: str) -> str:
+def _ray_job_id(cluster: LoopbackCluster, submission: str) -> str:
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(cluster.dashboard).get_job_info(submission).job_id
 
 
-def _decode_nodes(cluster: Cluster, submission: str) -> dict[str, int]:
+def _decode_nodes(cluster: LoopbackCluster, submission: str) -> dict[str, int]:
     from ray.util.state import list_tasks
 
     job = _ray_job_id(cluster, submission)
@@ -200,9 +98,9 @@ def test_losing_a_node_mid_run_loses_and_duplicates_nothing(cluster, tmp_path):
     out = tmp_path / "out"
     sid = jobs.submit(_spec(src, out), cluster.dashboard)
     worker_node = next(nd.node_id for nd in cluster.nodes() if nd.resources_total.get("decode"))
-    _wait(lambda: _decode_nodes(cluster, sid).get(worker_node, 0) >= 2, 240,
-          "decode tasks on the second node")
-    _kill_group(cluster.worker)
+    wait_for(lambda: _decode_nodes(cluster, sid).get(worker_node, 0) >= 2, 240,
+             "decode tasks on the second node")
+    kill_group(cluster.workers[0])
     info = jobs.wait(sid, cluster.dashboard, timeout_s=600)
     assert info.status == "SUCCEEDED", jobs.logs(sid, cluster.dashboard)[-3000:]
     keys = _keys(out)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SAMPLES
-from tests.integration.test_cluster import _free_port
+from tests.helpers.loopback_cluster import free_port as _free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
