@@ -19,7 +19,14 @@ import hashlib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
@@ -108,6 +115,9 @@ class SourceInfo(_Model):
     clip_index: int | None = None
     time_span: list[float] | None = Field(default=None, description="[start, end] seconds")
     truncated: bool = False
+    sequence: str | None = Field(default=None, description="event sequence id")
+    window_index: int | None = Field(default=None, ge=0, description="window in its sequence")
+    event_count: int | None = Field(default=None, ge=0, description="events in the window")
 
 
 class TrackPoint(_Model):
@@ -163,6 +173,14 @@ class Relation(_Model):
     predicate: str = Field(min_length=1)
     object: str
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight: float | None = Field(default=None, ge=0.0, description="strength, e.g. excitation")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_weight(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("weight") is None:
+            data.pop("weight", None)
+        return data
 
 
 class Provenance(_Model):

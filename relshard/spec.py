@@ -12,10 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from relshard.errors import SpecError
 
@@ -33,6 +41,45 @@ class Resources(_Spec):
     memory_mb: int | None = Field(default=None, ge=1, description="Ray memory reservation")
 
 
+class EventColumns(_Spec):
+    """Which columns of an event log hold what (``sources[].events``)."""
+
+    time: str = Field(default="time", min_length=1, description="timestamp column")
+    type: str = Field(default="type", min_length=1, description="event-type column")
+    sequence: str | None = Field(default=None, description="None: one sequence per file")
+    marks: list[str] = Field(default_factory=list, description="numeric columns kept per event")
+    time_format: Literal["auto", "iso8601", "rfc2822", "epoch_s", "epoch_ms",
+                         "decimal_year"] = "auto"
+    format: Literal["auto", "csv", "jsonl", "parquet"] = Field(
+        default="auto", description="auto: from the extension (.csv/.csv.gz/.zip/.jsonl/.parquet)")
+    buckets: int | None = Field(default=None, ge=1, le=65536,
+                                description="hash partitions of sequences; None: ~4 MB each")
+
+
+class EventWindow(_Spec):
+    """How event sequences are cut into samples (``decode.window``)."""
+
+    events: int | None = Field(default=None, ge=2, le=1_000_000, description="events a window")
+    seconds: float | None = Field(default=None, gt=0, description="time span a window")
+    stride: float | None = Field(default=None, gt=0,
+                                 description="events (or seconds) between starts; None: no overlap")
+    min_events: int = Field(default=2, ge=1, description="shorter windows are dropped")
+    fit_relations: bool = Field(default=True, description="Hawkes fit per window")
+    min_weight: float = Field(default=0.1, ge=0, description="smallest excitation recorded")
+    min_confidence: float = Field(default=0.99, ge=0, le=1, description="least confidence kept")
+    source_fit_events: int = Field(default=100_000, ge=100,
+                                   description="events sampled for the whole-source fit")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EventWindow:
+        if (self.events is None) == (self.seconds is None):
+            raise ValueError("give exactly one of window.events or window.seconds")
+        if self.events is not None and self.stride is not None and self.stride != int(self.stride):
+            raise ValueError("window.stride counts events when window.events is set: use a whole "
+                             "number")
+        return self
+
+
 class SourceSpec(_Spec):
     """One source of inputs: a folder (recursive), a glob, or a manifest file.
 
@@ -46,7 +93,7 @@ class SourceSpec(_Spec):
     include: list[str] = Field(default_factory=list, description="glob patterns to keep")
     exclude: list[str] = Field(default_factory=list, description="glob patterns to drop")
     uri_column: str = "uri"
-    events: dict[str, Any] | None = Field(default=None, description="event-log columns")
+    events: EventColumns | None = Field(default=None, description="event-log columns")
 
 
 class DecodeSpec(_Spec):
@@ -65,7 +112,7 @@ class DecodeSpec(_Spec):
     max_memory_mb: int | None = Field(default=8192, ge=256, description="child address space")
     batch_size: int | None = Field(default=None, ge=1, description="inputs per Ray task")
     resources: Resources = Field(default_factory=Resources)
-    window: dict[str, Any] | None = Field(default=None, description="event windows")
+    window: EventWindow | None = Field(default=None, description="event windows")
 
 
 class DetectSpec(_Spec):
@@ -87,7 +134,62 @@ class HeuristicAnnotate(_Spec):
     resources: Resources = Field(default_factory=Resources)
 
 
-AnnotateSpec = Annotated[HeuristicAnnotate, Field(discriminator="backend")]
+class _ModelAnnotate(_Spec):
+    """Settings shared by the model backends (``openai``, ``transformers``)."""
+
+    SCHEDULING_FIELDS: ClassVar[tuple[str, ...]] = (
+        "batch_size", "resources", "cache", "base_url", "api_key_env", "max_in_flight",
+        "timeout_s", "max_retries", "backoff_s", "backoff_max_s", "preflight",
+        "device", "num_gpus")
+
+    batch_size: int = Field(default=64, ge=1, description="inputs per call")
+    resources: Resources = Field(default_factory=Resources)
+    prompt_mode: Literal["single", "staged"] = Field(
+        default="single", description="one combined request, or caption/groups/relations/"
+        "relational-caption requests in turn")
+    prompt_version: str = Field(default="v1", pattern=r"^v[0-9]+$")
+    subject_marks: Literal["boxes", "crops"] = Field(
+        default="boxes", description="numbered boxes drawn on frames, or subject crops sent")
+    frames_per_request: int = Field(default=4, ge=1, le=32, description="frames of a clip sent")
+    image_max_side: int = Field(default=768, ge=64, le=4096)
+    max_new_tokens: int = Field(default=512, ge=16, le=8192)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    invalid_retries: int = Field(default=1, ge=0, le=3, description="re-asks on invalid output")
+    on_leak: Literal["retry", "reject", "keep"] = Field(
+        default="retry", description="a relational caption naming an attribute or subject")
+    cache: str | None = Field(default=None, description="response cache: folder or fsspec URL")
+
+
+class OpenAIAnnotate(_ModelAnnotate):
+    """Any OpenAI-compatible chat-completions server with image input."""
+
+    backend: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://")
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_in_flight: int = Field(default=64, ge=1, le=4096, description="requests per worker")
+    timeout_s: float = Field(default=120.0, gt=0, description="per-request time limit")
+    max_retries: int = Field(default=5, ge=0, le=20, description="on 429/5xx/timeout/reset")
+    backoff_s: float = Field(default=0.5, ge=0, description="first retry delay (full jitter)")
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    structured_output: Literal["auto", "json_schema", "none"] = "auto"
+    preflight: bool = Field(default=True, description="check server and model before the run")
+
+
+class TransformersAnnotate(_ModelAnnotate):
+    """A local image-text-to-text model (processor + model) loaded from a folder."""
+
+    backend: Literal["transformers"]
+    model_path: str = Field(min_length=1)
+    batch_size: int = Field(default=16, ge=1, description="inputs per call and per generate")
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: float32 on CPU, bfloat16 on GPU")
+    num_gpus: float | None = Field(default=None, ge=0, description="GPUs per actor")
+
+
+AnnotateSpec = Annotated[HeuristicAnnotate | OpenAIAnnotate | TransformersAnnotate,
+                         Field(discriminator="backend")]
 
 
 class OutputSpec(_Spec):
@@ -126,6 +228,8 @@ class PipelineSpec(_Spec):
         """Hash of what decides the samples' content (not where they go, nor scheduling)."""
         data = self.model_dump(mode="json", exclude={"output", "runtime"})
         data["output"] = {"mtime": self.output.mtime}
+        for name in getattr(self.annotate, "SCHEDULING_FIELDS", ()):
+            data["annotate"].pop(name, None)  # where and how fast, not what: resumable
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

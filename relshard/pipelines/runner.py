@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,12 @@ from relshard.shards.layout import open_root
 from relshard.shards.manifest import build_manifest, write_manifest
 from relshard.shards.recovery import done_input_keys, recover
 from relshard.spec import PipelineSpec
+from relshard.workers.annotate.base import preflight
+from relshard.workers.annotate.registry import build_annotator
 from relshard.workers.annotate.stage import AnnotateStage
+from relshard.workers.decode.events.listing import EventsExpander, remove_work
+from relshard.workers.decode.events.stage import EventsStage, SkipEvents
+from relshard.workers.item import InputRef
 from relshard.workers.media import MediaStage
 from relshard.workers.stage import Stage
 
@@ -57,7 +63,14 @@ class RunSummary:
 
 def build_stages(spec: PipelineSpec) -> list[Stage]:
     """The ordered stages of a spec (pure: no Ray)."""
-    return [MediaStage(spec.decode, spec.detect, spec.plugins), AnnotateStage(spec.annotate)]
+    n_events = sum(1 for s in spec.sources if s.modality == "events")
+    if n_events and n_events == len(spec.sources):
+        return [EventsStage(spec.decode)]
+    stages: list[Stage] = [MediaStage(spec.decode, spec.detect, spec.plugins),
+                           AnnotateStage(spec.annotate)]
+    if n_events:  # media and event logs in one spec: event inputs skip the media stages
+        return [*(SkipEvents(s) for s in stages), EventsStage(spec.decode)]
+    return stages
 
 
 def _check_spec(fs: Any, root: str, spec: PipelineSpec) -> None:
@@ -87,7 +100,8 @@ _LISTING_SCHEMA = pa.schema([
 ])
 
 
-def _collect_listing(lister: SourceLister, done: set[str]) -> tuple[list[pa.Table], int, int]:
+def _collect_listing(lister: Iterable[InputRef],
+                     done: set[str]) -> tuple[list[pa.Table], int, int]:
     """Gather the listing as Arrow chunks (compact: ~150 bytes an input), skipping done inputs."""
     tables: list[pa.Table] = []
     rows: list[tuple] = []
@@ -132,18 +146,21 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
     _write_spec(fs, root, spec)
 
     lister = SourceLister(spec.sources)
-    tables, todo, skipped = _collect_listing(lister, done)
+    events = EventsExpander(spec, spec.output.path, lister)  # event logs -> buckets, bad rows
+    tables, todo, skipped = _collect_listing(events, done)
     summary.listed = lister.stats.listed
     summary.hidden_skipped = lister.stats.hidden_skipped
     summary.already_done = skipped
     summary.to_process = todo
     results: list[dict] = []
     if todo:
+        preflight(build_annotator(spec.annotate))  # server/model errors before any work
         ray_cluster.connect(address, num_cpus or spec.runtime.num_cpus)
         from relshard.pipelines import ray_backend
 
         results = ray_backend.execute(spec, spec.output.path, run_id, tables, todo,
-                                      build_stages(spec))
+                                      build_stages(spec), credit=events.summary.rows_ok,
+                                      rows_per_write=events.summary.rows_per_write(spec))
 
     rejected: Counter[str] = Counter()
     for res in results:
@@ -152,7 +169,12 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
         summary.units += len(res["units"])
         rejected.update(res["rejects_by_reason"])
     summary.rejected = dict(rejected)
-    manifest = build_manifest(spec.output.path, spec.name, spec.content_hash())
+    if results:
+        # Every write task has ended: what is still uncommitted belongs to attempts
+        # that died (a lost node, a killed worker) and was redone by their retries.
+        recover(spec.output.path)
+    manifest = build_manifest(spec.output.path, spec.name, spec.content_hash(),
+                              extra=events.summary.manifest_extra() or None)
     write_manifest(spec.output.path, manifest)
     summary.manifest = manifest
     summary.seconds = time.monotonic() - started
@@ -162,8 +184,10 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
             f"Accounting mismatch: {summary.to_process} inputs to process but {accounted} "
             f"written or rejected; this is a bug, please report it with the run log."
         )
-    seen = summary.to_process
+    seen = summary.to_process + events.summary.rows_ok  # the budget counts good event rows
     limit = spec.output.max_reject_fraction
     if seen and summary.rejected_total > limit * seen:
         raise RejectBudgetExceeded(summary.rejected_total, seen, limit)
+    if events.summary.logs:
+        remove_work(spec.output.path)
     return summary

@@ -141,9 +141,11 @@ class SourceLister:
         self.sources = sources
         self.stats = ListingStats()
         self._seen: dict[str, str] = {}
+        self.current: SourceSpec | None = None
 
     def __iter__(self) -> Iterator[InputRef]:
         for src in self.sources:
+            self.current = src  # the source of the refs being yielded (events need its columns)
             count = 0
             for ref in self._list_one(src):
                 prior = self._seen.get(ref.input_key)

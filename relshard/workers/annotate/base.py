@@ -22,6 +22,7 @@ class Annotation:
     caption: str = ""
     relational_caption: str = ""
     provenance: Provenance | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class AnnotationFailure:
     reason: str
     detail: str = ""
     raw_output: str | None = None
+    attempts: int = 1
 
 
 @runtime_checkable
@@ -38,3 +40,15 @@ class Annotator(Protocol):
     def setup(self) -> None: ...
 
     def annotate(self, samples: list[SampleDraft]) -> list[Annotation | AnnotationFailure]: ...
+
+
+def preflight(annotator: Annotator) -> None:
+    """Run a backend's optional ``preflight()``: cheap checks in the driver, before any work.
+
+    A backend that talks to a server or loads files defines ``preflight()`` to raise a
+    :class:`relshard.errors.RelshardError` (one sentence) when the server is unreachable,
+    the model is not served, or the model folder is missing. It must not load models.
+    """
+    check = getattr(annotator, "preflight", None)
+    if callable(check):
+        check()

@@ -33,3 +33,17 @@ def _register_builtin() -> None:
     from relshard.workers.annotate.heuristic import HeuristicAnnotator
 
     _FACTORIES.setdefault("heuristic", HeuristicAnnotator)
+    _FACTORIES.setdefault("openai", _openai)
+    _FACTORIES.setdefault("transformers", _transformers)
+
+
+def _openai(spec: Any) -> Annotator:
+    from relshard.workers.annotate.openai_backend import OpenAIAnnotator
+
+    return OpenAIAnnotator(spec)
+
+
+def _transformers(spec: Any) -> Annotator:
+    from relshard.workers.annotate.hf_backend import TransformersAnnotator
+
+    return TransformersAnnotator(spec)

@@ -20,6 +20,10 @@ class AnnotateStage(Stage):
         self.spec = spec
         self.batch_size = spec.batch_size
         self.resources = spec.resources
+        if getattr(spec, "backend", None) == "transformers":
+            gpus = spec.num_gpus if spec.num_gpus is not None else (
+                1.0 if spec.device == "cuda" else spec.resources.num_gpus)
+            self.resources = spec.resources.model_copy(update={"num_gpus": gpus})
         self.stateful = spec.backend != "heuristic"
         self._annotator: Annotator | None = None
 
@@ -27,6 +31,12 @@ class AnnotateStage(Stage):
         if self._annotator is None:
             self._annotator = build_annotator(self.spec)
             self._annotator.setup()
+
+    def teardown(self) -> None:
+        close = getattr(self._annotator, "teardown", None)
+        if callable(close):
+            close()
+        self._annotator = None
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         self.setup()
@@ -52,7 +62,8 @@ class AnnotateStage(Stage):
             for sample in it.samples:
                 res = by_sample[id(sample)]
                 if isinstance(res, AnnotationFailure):
-                    it.fail(STAGE, res.reason, res.detail, raw_output=res.raw_output)
+                    it.fail(STAGE, res.reason, res.detail, raw_output=res.raw_output,
+                            attempts=res.attempts)
                     break
                 _apply(sample, res)
         return items
@@ -64,3 +75,4 @@ def _apply(sample: SampleDraft, ann: Annotation) -> None:
     sample.caption = ann.caption
     sample.relational_caption = ann.relational_caption
     sample.provenance = ann.provenance
+    sample.warnings.extend(ann.warnings)

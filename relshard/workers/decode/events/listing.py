@@ -1,0 +1,132 @@
+"""Expand the listing: an event-log input becomes its bucket inputs and its bad-row inputs.
+
+The runner lists sources as usual; :class:`EventsExpander` wraps that iterator.
+Every input of an ``events`` source is streamed once by the pre-pass
+(:func:`.partition.partition_log`) into ``OUTPUT/_work/events/FILEKEY/``, the
+whole log is fitted once (:func:`relshard.workers.relations.source_fit.fit_source`),
+and the input is replaced by:
+
+- ``FILEKEY-bNNNNN``: one input per non-empty bucket (its windows are its samples);
+- ``FILEKEY-rNNNNNNNNNN``: one input per bad row, rejected by the events stage with
+  its reason (``missing_time``, ``bad_time``, ``missing_type``) and row number;
+- or ``FILEKEY`` itself, rejected as ``unreadable``, when the log cannot be read.
+
+What the pre-pass learned (vocabulary, time format and why, row counts, the
+whole-log fit) goes to the manifest under ``events``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fsspec.core import url_to_fs
+
+from relshard.spec import EventColumns, PipelineSpec
+from relshard.workers.decode.events.partition import partition_log, write_meta
+from relshard.workers.decode.events.stage import BUCKET_KEY, REJECT_KEY
+from relshard.workers.item import InputRef
+from relshard.workers.relations.source_fit import fit_source
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "_work/events"
+
+
+@dataclass
+class EventsSummary:
+    logs: dict[str, dict[str, Any]] = field(default_factory=dict)  # file key -> meta
+    rows_ok: int = 0
+    bucket_inputs: int = 0
+
+    def rows_per_write(self, spec: PipelineSpec) -> int | None:
+        """Bucket inputs per write task so a write holds about ``shard_max_samples`` windows.
+
+        None (the default) unless every source is an event log: media inputs are one or a
+        few samples each.
+        """
+        if not self.bucket_inputs or any(s.modality != "events" for s in spec.sources):
+            return None
+        window = spec.decode.window
+        stride = int(window.stride or window.events) if window and window.events else 128
+        per_bucket = max(1.0, self.rows_ok / self.bucket_inputs / stride)
+        return int(min(spec.output.shard_max_samples,
+                       max(1, spec.output.shard_max_samples // per_bucket)))
+
+    def manifest_extra(self) -> dict[str, Any]:
+        if not self.logs:
+            return {}
+        keep = ("uri", "time_format", "time_format_reason", "rows", "rows_ok",
+                "rows_rejected", "buckets", "marks", "vocab", "type_counts", "source_fit",
+                "unreadable")
+        return {"events": {k: {f: m[f] for f in keep if f in m} for k, m in self.logs.items()}}
+
+
+def work_root(output_root: str) -> str:
+    return f"{output_root.rstrip('/')}/{WORK_DIR}"
+
+
+def remove_work(output_root: str) -> None:
+    """Delete the pre-pass scratch folder (after a run has committed everything)."""
+    fs, path = url_to_fs(work_root(output_root))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    parent = path.rsplit("/", 1)[0]
+    if fs.exists(parent) and not fs.ls(parent):
+        fs.rm(parent, recursive=True)
+
+
+class EventsExpander:
+    """Wraps a listing iterator; see the module docstring."""
+
+    def __init__(self, spec: PipelineSpec, output_root: str, lister: Any) -> None:
+        self.spec = spec
+        self.root = work_root(output_root)
+        self.lister = lister
+        self.summary = EventsSummary()
+
+    def __iter__(self) -> Iterator[InputRef]:
+        for ref in self.lister:
+            if ref.modality != "events":
+                yield ref
+                continue
+            src = getattr(self.lister, "current", None)
+            cols = getattr(src, "events", None) or EventColumns()  # default: time, type
+            yield from self._expand(ref, cols)
+
+    def _expand(self, ref: InputRef, cols: EventColumns) -> Iterator[InputRef]:
+        part = partition_log(ref.uri, ref.input_key, ref.size, cols, self.root)
+        if part.unreadable is not None:
+            self.summary.logs[ref.input_key] = {"uri": ref.uri, "unreadable": part.unreadable}
+            yield InputRef(ref.input_key, ref.uri, "events", ref.size,
+                           {REJECT_KEY: ["unreadable", part.unreadable]})
+            return
+        window = self.spec.decode.window
+        fit_on = window.fit_relations if window else True
+        max_events = window.source_fit_events if window else 200_000
+        part.meta["source_fit"] = (fit_source(part, max_events) if fit_on
+                                   else {"fitted": False, "reason": "window.fit_relations off"})
+        fs, _ = url_to_fs(self.root)
+        write_meta(fs, part)
+        self.summary.logs[ref.input_key] = part.meta
+        self.summary.rows_ok += int(part.meta["rows_ok"])
+        log.info("events %s: %d rows, %d rejected, %d buckets, %d types, time format %s",
+                 ref.uri, part.meta["rows"], part.meta["rows_rejected"], len(part.buckets),
+                 len(part.meta["vocab"]), part.meta["time_format"])
+        meta_uri = _uri(fs, part.meta_path)
+        self.summary.bucket_inputs += len(part.buckets)
+        for bucket in part.buckets:
+            yield InputRef(f"{ref.input_key}-b{bucket:05d}", f"{ref.uri}#bucket={bucket}",
+                           "events", None,
+                           {BUCKET_KEY: {"meta": meta_uri,
+                                         "path": _uri(fs, part.bucket_path(bucket))}})
+        for rej in part.rejects:
+            yield InputRef(f"{ref.input_key}-r{rej.row:010d}", f"{ref.uri}#row={rej.row}",
+                           "events", None, {REJECT_KEY: [rej.reason, rej.detail]})
+
+
+def _uri(fs: Any, path: str) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)

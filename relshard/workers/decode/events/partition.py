@@ -1,0 +1,239 @@
+"""The events pre-pass: stream a log once, reject bad rows, hash-partition rows by sequence.
+
+A log of ten million unsorted rows cannot be one unit of work, and sorting it
+needs all of a sequence in one place. So the driver streams the file in Arrow
+batches and writes every good row to one of ``B`` bucket Parquet files, chosen by a
+stable hash (CRC-32) of its sequence id: all events of a sequence land in the same
+bucket, and a bucket is small enough to sort in a worker. Each bucket becomes an
+input of the pipeline (key ``FILEKEY-bNNNNN``, all its windows written together,
+so a resumed run never duplicates windows), and each bad row becomes an input that
+is rejected with its row number (key ``FILEKEY-rNNNNNNNNNN``): written + rejected
+still equals inputs. Memory: the buffered rows (``FLUSH_ROWS``) plus the type
+counts. One sequence must fit in a worker's memory (sorting needs all of it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from relshard.spec import EventColumns
+from relshard.workers.decode.events.reader import UnreadableLog, iter_batches
+from relshard.workers.decode.events.timeparse import detect_format, parse_numbers, parse_times
+
+log = logging.getLogger(__name__)
+
+FLUSH_ROWS = 1_000_000
+BUCKET_BYTES = 4 * 1024 * 1024
+MAX_BUCKETS = 4096
+META_NAME = "meta.json"
+
+
+@dataclass
+class RowReject:
+    row: int  # 1-based data row (header excluded)
+    reason: str  # missing_time | bad_time | missing_type
+    detail: str
+
+
+@dataclass
+class Partition:
+    """What the pre-pass of one log produced."""
+
+    uri: str
+    input_key: str
+    folder: str
+    meta_path: str
+    buckets: list[int] = field(default_factory=list)  # buckets that hold rows
+    rejects: list[RowReject] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    unreadable: str | None = None  # why the whole log was rejected
+
+    def bucket_path(self, bucket: int) -> str:
+        """The bucket's folder: one Parquet file per flush that had rows for it."""
+        return f"{self.folder}/bucket-{bucket:05d}"
+
+
+def bucket_count(cols: EventColumns, size: int | None) -> int:
+    if cols.sequence is None:
+        return 1
+    if cols.buckets:
+        return cols.buckets
+    return int(min(MAX_BUCKETS, max(1, (size or 0) // BUCKET_BYTES)))
+
+
+def _schema(marks: list[str]) -> pa.Schema:
+    return pa.schema([("seq", pa.string()), ("t", pa.float64()), ("type", pa.string()),
+                      ("row", pa.int64()), *[(f"m{i}", pa.float64()) for i in range(len(marks))]])
+
+
+def _strings(col: pa.Array) -> pa.Array:
+    text = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def _bucket_ids(seq: pa.Array, n_buckets: int) -> np.ndarray:
+    if n_buckets == 1:
+        return np.zeros(len(seq), dtype=np.int64)
+    enc = pc.dictionary_encode(pc.fill_null(seq, ""))
+    hashes = np.array([zlib.crc32(v.encode("utf-8")) % n_buckets
+                       for v in enc.dictionary.to_pylist()], dtype=np.int64)
+    return hashes[enc.indices.to_numpy(zero_copy_only=False)]
+
+
+class _BucketWriter:
+    """Buffers rows per bucket; each flush writes one Parquet file per bucket it has rows for.
+
+    No writer stays open between flushes (an open Parquet writer holds megabytes of
+    buffers, and a big log has thousands of buckets).
+    """
+
+    def __init__(self, fs: Any, part: Partition, schema: pa.Schema) -> None:
+        self.fs, self.part, self.schema = fs, part, schema
+        self.pending: dict[int, list[pa.Table]] = {}
+        self.pending_rows = 0
+        self.flushes = 0
+        self.written: set[int] = set()
+
+    def add(self, table: pa.Table, buckets: np.ndarray) -> None:
+        order = np.argsort(buckets, kind="stable")
+        sorted_b = buckets[order]
+        table = table.take(pa.array(order))
+        cuts = np.flatnonzero(np.diff(sorted_b)) + 1
+        starts = np.concatenate(([0], cuts))
+        ends = np.concatenate((cuts, [len(sorted_b)]))
+        for s, e in zip(starts, ends, strict=True):
+            self.pending.setdefault(int(sorted_b[s]), []).append(table.slice(s, e - s))
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        for b, parts in sorted(self.pending.items()):
+            folder = self.part.bucket_path(b)
+            if b not in self.written:
+                self.fs.makedirs(folder, exist_ok=True)
+                self.written.add(b)
+            with self.fs.open(f"{folder}/part-{self.flushes:05d}.parquet", "wb") as fh:
+                pq.write_table(pa.concat_tables(parts), fh, compression="zstd")
+        self.pending.clear()
+        self.pending_rows = 0
+        self.flushes += 1
+
+    def close(self) -> list[int]:
+        if self.pending:
+            self.flush()
+        return sorted(self.written)
+
+
+def _reject_rows(rows: np.ndarray, reason: str, detail: str, out: list[RowReject]) -> None:
+    out.extend(RowReject(int(r) + 1, reason, f"data row {int(r) + 1}: {detail}") for r in rows)
+
+
+def _marks(batch: pa.RecordBatch, names: list[str]) -> list[pa.Array]:
+    return [pa.array(parse_numbers(batch.column(n))) for n in names]
+
+
+def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns,
+                  work_root: str) -> Partition:
+    """Stream ``uri`` once into bucket files under ``work_root/input_key``; see the module doc."""
+    fs, folder = url_to_fs(f"{work_root.rstrip('/')}/{input_key}")
+    if fs.exists(folder):
+        fs.rm(folder, recursive=True)
+    fs.makedirs(folder, exist_ok=True)
+    part = Partition(uri=uri, input_key=input_key, folder=folder,
+                     meta_path=f"{folder}/{META_NAME}")
+    if size is None:  # a single-file source is listed without a size
+        try:
+            src_fs, src_path = url_to_fs(uri)
+            size = int(src_fs.size(src_path) or 0)
+        except (OSError, ValueError):
+            size = None
+    n_buckets = bucket_count(cols, size)
+    writer = _BucketWriter(fs, part, _schema(cols.marks))
+    fmt, why = cols.time_format, "set in the spec"
+    counts: Counter[str] = Counter()
+    row0 = ok_rows = 0
+    try:
+        for batch in iter_batches(uri, cols):
+            n = batch.num_rows
+            rows = np.arange(row0, row0 + n, dtype=np.int64)
+            row0 += n
+            tcol = batch.column(cols.time)
+            if fmt == "auto":
+                fmt, why = detect_format(tcol)
+                log.info("events %s: time_format auto chose %s (%s)", uri, fmt, why)
+            times = parse_times(tcol, fmt)
+            types = _strings(batch.column(cols.type))
+            missing_t = tcol.is_null().to_numpy(zero_copy_only=False)
+            if pa.types.is_string(tcol.type) or pa.types.is_large_string(tcol.type):
+                missing_t |= pc.equal(pc.utf8_trim_whitespace(tcol), "").fill_null(True) \
+                    .to_numpy(zero_copy_only=False)
+            bad_t = np.isnan(times) & ~missing_t
+            missing_ty = types.is_null().to_numpy(zero_copy_only=False) & ~np.isnan(times)
+            _reject_rows(rows[missing_t], "missing_time", f"no value in column {cols.time!r}",
+                         part.rejects)
+            for r in rows[bad_t]:
+                raw = tcol[int(r - rows[0])].as_py()
+                part.rejects.append(RowReject(int(r) + 1, "bad_time",
+                                              f"data row {int(r) + 1}: {str(raw)[:80]!r} is not "
+                                              f"a {fmt} time"))
+            _reject_rows(rows[missing_ty], "missing_type", f"no value in column {cols.type!r}",
+                         part.rejects)
+            good = ~np.isnan(times) & ~types.is_null().to_numpy(zero_copy_only=False)
+            if not good.any():
+                continue
+            keep = pa.array(good)
+            seq = (_strings(batch.column(cols.sequence)) if cols.sequence
+                   else pa.nulls(n, pa.string()))
+            seq = pc.fill_null(seq, "")
+            table = pa.table([seq, pa.array(times), types, pa.array(rows),
+                              *_marks(batch, cols.marks)], schema=writer.schema).filter(keep)
+            counts.update(dict(zip(*(c.to_pylist() for c in pc.value_counts(
+                table.column("type")).flatten()), strict=True)))
+            writer.add(table, _bucket_ids(table.column("seq").combine_chunks(), n_buckets))
+            ok_rows += table.num_rows
+    except UnreadableLog as exc:
+        writer.close()
+        fs.rm(folder, recursive=True)
+        part.unreadable = str(exc)
+        part.rejects = []
+        return part
+    part.buckets = writer.close()
+    part.rejects.sort(key=lambda r: r.row)
+    vocab = sorted(counts)
+    part.meta = {
+        "uri": uri, "input_key": input_key, "columns": cols.model_dump(mode="json"),
+        "time_format": fmt, "time_format_reason": why, "rows": row0, "rows_ok": ok_rows,
+        "rows_rejected": len(part.rejects), "buckets": n_buckets,
+        "buckets_used": len(part.buckets), "marks": list(cols.marks),
+        "vocab": vocab, "type_counts": [counts[v] for v in vocab],
+    }
+    write_meta(fs, part)
+    return part
+
+
+def write_meta(fs: Any, part: Partition) -> None:
+    with fs.open(part.meta_path, "w") as fh:
+        json.dump(part.meta, fh, sort_keys=True)
+
+
+def read_bucket(path: str) -> pa.Table:
+    """All rows of a bucket (its flush files, in order)."""
+    fs, folder = url_to_fs(path)
+    tables = []
+    for name in sorted(fs.ls(folder, detail=False)):
+        if name.endswith(".parquet"):
+            with fs.open(name, "rb") as fh:
+                tables.append(pq.read_table(fh))
+    return pa.concat_tables(tables)

@@ -1,0 +1,127 @@
+"""The pre-pass: every format reads the same, bad rows are rejected with their row number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from relshard.errors import SpecError
+from relshard.spec import EventColumns
+from relshard.workers.decode.events import partition as part_mod
+from relshard.workers.decode.events.partition import partition_log, read_bucket
+from tests.unit.workers.events.logs import hawkes_rows, write_csv, write_jsonl, write_parquet
+
+COLS = EventColumns(time="time", type="mag_class", sequence="region", marks=["depth", "mag"],
+                    buckets=3)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return hawkes_rows(["north", "south", "east", "west"], horizon=3600.0, seed=3)
+
+
+def _events(part) -> dict[str, np.ndarray]:
+    tables = [read_bucket(part.bucket_path(b)) for b in part.buckets]
+    t = pa.concat_tables(tables).sort_by([("seq", "ascending"), ("t", "ascending")])
+    return {c: t.column(c).to_numpy(zero_copy_only=False) for c in ("seq", "t", "type", "m0")}
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.csv.gz", "log.zip", "log.jsonl",
+                                  "log.parquet"])
+def test_every_format_gives_the_same_events(tmp_path, rows, name):
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        write_jsonl(path, rows)
+    elif name.endswith(".parquet"):
+        write_parquet(path, rows)
+    else:
+        write_csv(path, rows)
+    part = partition_log(str(path), "log", path.stat().st_size, COLS, str(tmp_path / "work"))
+    assert part.unreadable is None and part.rejects == []
+    assert part.meta["rows"] == part.meta["rows_ok"] == len(rows)
+    assert part.meta["vocab"] == sorted({r["mag_class"] for r in rows})
+    got = _events(part)
+    want = sorted((r["region"], r["epoch"]) for r in rows)
+    assert list(got["seq"]) == [w[0] for w in want]
+    np.testing.assert_allclose(got["t"], [w[1] for w in want], atol=1e-5)
+
+
+def test_a_sequence_lands_in_exactly_one_bucket(tmp_path, rows):
+    path = write_csv(tmp_path / "log.csv", rows)
+    part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"))
+    seen: dict[str, int] = {}
+    for b in part.buckets:
+        for seq in set(read_bucket(part.bucket_path(b)).column("seq").to_pylist()):
+            assert seen.setdefault(seq, b) == b
+    assert set(seen) == {"north", "south", "east", "west"}
+
+
+def test_bad_rows_are_rejects_with_their_row_number(tmp_path, rows):
+    extra = ("north,,M3,1,1\n"  # missing time
+             "north,last tuesday,M3,1,1\n"  # unparsable time
+             "north,2023-11-14T22:13:20Z,,1,1\n")  # missing type
+    path = write_csv(tmp_path / "log.csv", rows[:50], extra_lines=extra)
+    part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"))
+    got = [(r.row, r.reason) for r in part.rejects]
+    assert got == [(51, "missing_time"), (52, "bad_time"), (53, "missing_type")]
+    assert "'last tuesday'" in part.rejects[1].detail
+    assert part.meta["rows"] == 53 and part.meta["rows_ok"] == 50
+
+
+def test_one_sequence_per_file_without_a_sequence_column(tmp_path, rows):
+    path = write_csv(tmp_path / "log.csv", rows[:100])
+    cols = EventColumns(time="time", type="mag_class")
+    part = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
+    assert part.buckets == [0]
+    assert set(read_bucket(part.bucket_path(0)).column("seq").to_pylist()) == {""}
+
+
+def test_memory_stays_bounded_by_flushing_buckets(tmp_path, rows, monkeypatch):
+    monkeypatch.setattr(part_mod, "FLUSH_ROWS", 100)
+    monkeypatch.setattr("relshard.workers.decode.events.reader.BATCH_ROWS", 64)
+    path = write_parquet(tmp_path / "log.parquet", rows)
+    part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"))
+    files = sum(len(list(Path(part.bucket_path(b)).glob("part-*.parquet")))
+                for b in part.buckets)
+    assert files > len(part.buckets)  # written in several flushes, not held to the end
+    assert sum(read_bucket(part.bucket_path(b)).num_rows for b in part.buckets) == len(rows)
+
+
+def test_corrupt_logs_are_unreadable_and_missing_columns_are_spec_errors(tmp_path, rows):
+    bad = tmp_path / "log.csv.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    part = partition_log(str(bad), "log", None, COLS, str(tmp_path / "work"))
+    assert part.unreadable and part.buckets == []
+    good = write_csv(tmp_path / "ok.csv", rows[:10])
+    with pytest.raises(SpecError, match="no column"):
+        partition_log(str(good), "ok", None, EventColumns(time="when", type="mag_class"),
+                      str(tmp_path / "work"))
+    two = tmp_path / "two.zip"
+    import zipfile
+    with zipfile.ZipFile(two, "w") as zf:
+        zf.writestr("a.csv", "x")
+        zf.writestr("b.csv", "y")
+    with pytest.raises(SpecError, match="exactly one"):
+        partition_log(str(two), "two", None, COLS, str(tmp_path / "work"))
+
+
+def test_marks_that_are_not_numbers_become_nan(tmp_path, rows):
+    text = "region,time,mag_class,depth,mag\nnorth,2023-11-14T22:13:20Z,M3,deep,4\n"
+    path = tmp_path / "log.csv"
+    path.write_text(text)
+    part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"))
+    table = read_bucket(part.bucket_path(part.buckets[0]))
+    assert np.isnan(table.column("m0")[0].as_py()) and table.column("m1")[0].as_py() == 4.0
+    assert isinstance(Path(part.meta_path).read_text(), str)
+
+
+def test_bucket_count_follows_the_file_size_when_the_listing_has_none(tmp_path, rows,
+                                                                      monkeypatch):
+    monkeypatch.setattr(part_mod, "BUCKET_BYTES", 10_000)
+    path = write_csv(tmp_path / "log.csv", rows)
+    cols = EventColumns(time="time", type="mag_class", sequence="region")
+    part = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
+    assert part.meta["buckets"] == path.stat().st_size // 10_000 > 1
