@@ -12,7 +12,23 @@ __all__ = [
     "Reject",
     "RelshardError",
     "SampleRecord",
+    "ShardLoader",
+    "ShardStream",
     "SpecError",
     "__version__",
     "load_spec",
 ]
+
+_LAZY = {
+    "ShardStream": "relshard.training.stream",
+    "ShardLoader": "relshard.training.loader",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Load the torch-based training API on first use, so ``import relshard`` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'relshard' has no attribute {name!r}")

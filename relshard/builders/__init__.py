@@ -1,0 +1,1 @@
+"""Benchmark builders: leak-free splits, benchmark manifests and the evaluation metrics."""

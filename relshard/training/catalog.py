@@ -1,0 +1,183 @@
+"""Where the samples are: the manifest's shard list and each shard's sample byte spans.
+
+:class:`Catalog` reads a manifest (a local path, a folder holding
+``manifest.json``, or any fsspec URL such as ``s3://bucket/run/manifest.json``)
+and keeps the shard URLs and their sample counts: all the epoch plan needs.
+
+:class:`ShardReader` lives in each reading process. It finds each shard's
+sample spans lazily, the first time it reads from that shard: from the unit's
+``index/UNIT.parquet`` (offset and size per sample) where the run wrote one,
+else by scanning the tar headers once. It then reads a sample as one byte range
+(``os.pread`` on local files, a ranged read through fsspec elsewhere), keeping a
+few files open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import posixpath
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from relshard.errors import RelshardError
+from relshard.training.decoding import scan_spans
+
+log = logging.getLogger(__name__)
+
+
+class ManifestError(RelshardError):
+    """A manifest cannot be read or lists no shards."""
+
+
+def _is_absolute(url: str) -> bool:
+    return "://" in url or url.startswith("/")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A manifest's shards: absolute URLs, sample counts, and storage options."""
+
+    manifest_url: str
+    urls: tuple[str, ...]
+    counts: tuple[int, ...]
+    relshard: bool  # written by relshard (an index/UNIT.parquet sits beside each shard)
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, manifest: str | os.PathLike[str], **storage_options: Any) -> Catalog:
+        """Read ``manifest`` (a file or a folder holding ``manifest.json``)."""
+        url = os.fspath(manifest)
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        try:
+            if fs.isdir(path):
+                url = url.rstrip("/") + "/manifest.json"
+                path = path.rstrip("/") + "/manifest.json"
+            with fs.open(path, "rb") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise ManifestError(f"No manifest at {url}; run `relshard run` first.") from None
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"The manifest {url} cannot be read: {exc}.") from None
+        entries = data.get("shardlist") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise ManifestError(f"The manifest {url} lists no shards.")
+        base = url.rsplit("/", 1)[0] if "/" in url else "."
+        urls, counts = [], []
+        for entry in entries:
+            try:
+                rel, n = str(entry["url"]), int(entry["nsamples"])
+            except (KeyError, TypeError, ValueError):
+                raise ManifestError(
+                    f"The manifest {url} has a shard entry without url and nsamples: {entry!r}."
+                ) from None
+            urls.append(rel if _is_absolute(rel) else posixpath.join(base, rel))
+            counts.append(n)
+        return cls(url, tuple(urls), tuple(counts), "spec_hash" in data, dict(storage_options))
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
+
+    def index_url(self, shard: int) -> str | None:
+        """The relshard index of a shard (``ROOT/index/UNIT.parquet``), or None."""
+        url = self.urls[shard]
+        folder, base = url.rsplit("/", 1) if "/" in url else (".", url)
+        if not self.relshard or not base.endswith(".tar") or not folder.endswith("shards"):
+            return None
+        root = folder[: -len("shards")].rstrip("/") or "."
+        return f"{root}/index/{base[:-4]}.parquet"
+
+
+class ShardReader:
+    """Reads sample byte spans from a catalog's shards (one per process; not thread-safe)."""
+
+    def __init__(self, catalog: Catalog, max_open: int = 8) -> None:
+        self.catalog = catalog
+        self.max_open = max_open
+        self._spans: dict[int, np.ndarray] = {}
+        self._open: OrderedDict[int, Any] = OrderedDict()
+        self.missing: set[int] = set()  # shards found missing: not retried
+
+    def spans(self, shard: int) -> np.ndarray:
+        """``[n, 2]`` (offset, size) of the shard's samples in tar order."""
+        if shard in self.missing:
+            raise FileNotFoundError(self.catalog.urls[shard])
+        found = self._spans.get(shard)
+        if found is None:
+            found = self._load_spans(shard)
+            self._spans[shard] = found
+        return found
+
+    def spans_missing(self, shard: int) -> None:
+        """Remember that a shard's file is missing, so its other samples fail fast."""
+        self.missing.add(shard)
+
+    def _load_spans(self, shard: int) -> np.ndarray:
+        index = self.catalog.index_url(shard)
+        if index is not None:
+            import pyarrow.parquet as pq
+
+            try:
+                fs, path = fsspec.core.url_to_fs(index, **self.catalog.storage_options)
+                with fs.open(path, "rb") as f:
+                    table = pq.read_table(f, columns=["offset", "size"])
+                spans = np.stack([table.column("offset").to_numpy(),
+                                  table.column("size").to_numpy()], axis=1).astype(np.int64)
+                return spans[np.argsort(spans[:, 0], kind="stable")]
+            except (OSError, KeyError, ValueError) as exc:
+                log.warning("index %s unusable (%s); scanning the shard instead", index, exc)
+        fs, path = fsspec.core.url_to_fs(self.catalog.urls[shard], **self.catalog.storage_options)
+        with fs.open(path, "rb", block_size=1 << 20, cache_type="readahead") as f:
+            spans, complete = scan_spans(f)
+        if not complete:
+            log.warning("shard %s ends early; it holds %d whole samples",
+                        self.catalog.urls[shard], len(spans))
+        return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+
+    def _handle(self, shard: int) -> Any:
+        handle = self._open.get(shard)
+        if handle is not None:
+            self._open.move_to_end(shard)
+            return handle
+        url = self.catalog.urls[shard]
+        fs, path = fsspec.core.url_to_fs(url, **self.catalog.storage_options)
+        if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+            handle = os.open(path, os.O_RDONLY)
+        else:
+            handle = fs.open(path, "rb", block_size=1 << 22, cache_type="readahead")
+        self._open[shard] = handle
+        while len(self._open) > self.max_open:
+            _, old = self._open.popitem(last=False)
+            self._close(old)
+        return handle
+
+    @staticmethod
+    def _close(handle: Any) -> None:
+        if isinstance(handle, int):
+            os.close(handle)
+        else:
+            handle.close()
+
+    def read(self, shard: int, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` of a shard (fewer when the file is truncated)."""
+        handle = self._handle(shard)
+        if isinstance(handle, int):
+            return os.pread(handle, size, offset)
+        handle.seek(offset)
+        return bytes(handle.read(size))
+
+    def close(self) -> None:
+        while self._open:
+            _, handle = self._open.popitem()
+            self._close(handle)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # the interpreter may be shutting down
+            self.close()

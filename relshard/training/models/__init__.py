@@ -1,0 +1,1 @@
+"""Reference relational models trained from streamed shards."""
