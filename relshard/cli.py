@@ -17,7 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from relshard import __version__
+from relshard.builders.commands import register as register_builder_commands
+from relshard.cluster.commands import jobs_app, submit
 from relshard.errors import RejectBudgetExceeded, RelshardError
+from relshard.inspect.commands import register as register_inspect_commands
+from relshard.training.commands import register as register_training_commands
 
 app = typer.Typer(
     name="relshard",
@@ -28,6 +32,11 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+register_inspect_commands(app)  # stats, verify
+register_builder_commands(app)  # build-benchmark, evaluate
+register_training_commands(app)  # train
+app.command()(submit)  # submit a spec as a Ray Job
+app.add_typer(jobs_app, name="jobs")  # jobs status|logs|stop
 
 
 def _fail(exc: RelshardError) -> None:

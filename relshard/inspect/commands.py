@@ -1,0 +1,127 @@
+"""The ``relshard stats`` and ``relshard verify`` commands (registered on the main typer app).
+
+Heavy imports (dask, matplotlib, pyarrow) happen inside the commands, so
+``relshard --help`` stays fast. Exit codes: ``stats`` 0, or 2 for a user error;
+``verify`` 0 when clean, 1 with problems, 2 for a user error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from relshard.errors import RelshardError
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(exc: RelshardError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def load_stats(target: str, records: int) -> Any:
+    """Stats of an output root, or a report saved with ``stats --json`` (a ``.json`` file)."""
+    from relshard.inspect.figures import BuildStats
+    from relshard.inspect.stats import compute_stats
+    from relshard.inspect.tables import InspectError
+
+    path = Path(target)
+    if target.endswith(".json") and path.is_file():
+        try:
+            return BuildStats.from_json_dict(json.loads(path.read_text()))
+        except ValueError as exc:
+            raise InspectError(f"{target} is not a saved `relshard stats --json` report: "
+                               f"{str(exc).splitlines()[0]}") from None
+    return compute_stats(target, records=records)
+
+
+def stats(
+    root: Annotated[str, typer.Argument(help="Output folder or URL (s3://..., gs://...).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Also write a self-contained HTML report with plots to FILE.")] = None,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", metavar="OTHER",
+        help="An older build (folder, URL or saved --json report) to compare against.")] = None,
+    records: Annotated[int, typer.Option(
+        help="Records to sample for predicates, attribute categories and leaks (0: none).",
+        min=0)] = 10_000,
+) -> None:
+    """Figures of a build: counts, per-sample histograms, mixes, rejects, leaks, shard balance."""
+    from relshard.inspect.compare import compare_stats
+    from relshard.inspect.report_text import compare_renderable, stats_renderable
+
+    try:
+        current = load_stats(root, records)
+        comparison = compare_stats(load_stats(compare, records), current) if compare else None
+        if html is not None:
+            from relshard.inspect.report_html import render_html
+
+            try:
+                html.write_text(render_html(current, comparison), encoding="utf-8")
+            except OSError as exc:
+                from relshard.inspect.tables import InspectError
+
+                raise InspectError(f"Cannot write the HTML report to {html}: "
+                                   f"{exc.strerror}.") from None
+    except RelshardError as exc:
+        _fail(exc)
+    if as_json:
+        data = current.to_json_dict()
+        if comparison is not None:
+            data["comparison"] = comparison.to_json_dict()
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    out.print(stats_renderable(current))
+    if comparison is not None:
+        out.print(compare_renderable(comparison))
+    if html is not None:
+        err.print(f"HTML report written to {html}")
+
+
+def verify(
+    root: Annotated[str, typer.Argument(help="Output folder or URL.")],
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Rebuild the index and manifest from the shards, then verify.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workers: Annotated[int, typer.Option(help="Shards checked at once.", min=1)] = 4,
+) -> None:
+    """Check every shard, record, index row and the manifest; exit 1 listing any problem."""
+    from relshard.inspect.report_text import verify_renderable
+    from relshard.inspect.verify import verify_output
+
+    repaired = None
+    try:
+        if repair:
+            from relshard.inspect.repair import repair_output
+
+            repaired = repair_output(root)
+        report = verify_output(root, workers=workers)
+    except RelshardError as exc:
+        _fail(exc)
+    if as_json:
+        data = report.to_json_dict()
+        if repaired is not None:
+            data["repair"] = repaired.to_json_dict()
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        if repaired is not None:
+            err.print(f"repair: rewrote {len(repaired.rewritten)} index file(s), kept "
+                      f"{len(repaired.unchanged)}, removed {len(repaired.removed)}; manifest "
+                      f"{'rebuilt' if repaired.manifest_rewritten else 'unchanged'}; "
+                      f"{len(repaired.skipped_samples)} sample(s) could not be indexed")
+        out.print(verify_renderable(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``stats`` and ``verify`` to ``app``."""
+    app.command()(stats)
+    app.command()(verify)

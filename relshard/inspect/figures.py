@@ -1,0 +1,167 @@
+"""The figures of a build as pydantic models: what ``relshard stats`` prints, plots and diffs.
+
+Every model serializes to JSON (``relshard stats --json``) and back, so a saved
+report can be compared with a later build. Distributions are kept as exact value
+counts (an integer column has few distinct values however long the index is), from
+which quantiles and histograms are derived without a second pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STATS_FORMAT = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Distribution(_Model):
+    """An integer-valued column: exact counts per value and the usual summaries."""
+
+    counts: dict[int, int] = Field(default_factory=dict, description="value -> samples")
+    total: int = 0
+    mean: float = 0.0
+    min: int = 0
+    p50: int = 0
+    p90: int = 0
+    p99: int = 0
+    max: int = 0
+
+    @classmethod
+    def from_counts(cls, counts: dict[int, int]) -> Distribution:
+        """Summaries of ``counts`` (value -> number of samples); empty counts give zeros."""
+        items = sorted((int(v), int(n)) for v, n in counts.items() if n > 0)
+        total = sum(n for _, n in items)
+        if not total:
+            return cls()
+
+        def quantile(q: float) -> int:
+            target = max(1, math.ceil(q * total))
+            seen = 0
+            for value, n in items:
+                seen += n
+                if seen >= target:
+                    return value
+            return items[-1][0]
+
+        return cls(
+            counts=dict(items), total=total,
+            mean=sum(v * n for v, n in items) / total,
+            min=items[0][0], p50=quantile(0.5), p90=quantile(0.9), p99=quantile(0.99),
+            max=items[-1][0],
+        )
+
+    def histogram(self, bins: int = 30) -> tuple[list[float], list[int]]:
+        """``(edges, counts)`` of at most ``bins`` equal-width integer bins."""
+        if not self.counts:
+            return [0.0, 1.0], [0]
+        lo, hi = self.min, self.max
+        width = max(1, math.ceil((hi - lo + 1) / bins))
+        nbins = max(1, math.ceil((hi - lo + 1) / width))
+        out = [0] * nbins
+        for value, n in self.counts.items():
+            out[(value - lo) // width] += n
+        return [float(lo + i * width) for i in range(nbins + 1)], out
+
+
+class ShardBalance(_Model):
+    """How evenly samples and bytes spread over the shards."""
+
+    shards: int = 0
+    samples: Distribution = Field(default_factory=Distribution)
+    bytes_min: int = 0
+    bytes_mean: float = 0.0
+    bytes_max: int = 0
+    bytes_cv: float = Field(default=0.0, description="std / mean of shard bytes")
+    smallest: str | None = None
+    largest: str | None = None
+    bytes_by_shard: dict[str, int] = Field(default_factory=dict)
+    samples_by_shard: dict[str, int] = Field(default_factory=dict)
+
+
+class RecordFigures(_Model):
+    """Figures only the records (``KEY.json``) hold, from a uniform sample of them."""
+
+    sampled: int = 0
+    requested: int = 0
+    predicates: dict[str, int] = Field(default_factory=dict)
+    attribute_categories: dict[str, int] = Field(default_factory=dict)
+    subject_kinds: dict[str, int] = Field(default_factory=dict)
+    leaked: int = Field(default=0, description="sampled records whose relational caption "
+                                               "names an attribute's text")
+    leak_rate: float = 0.0
+    leak_examples: list[str] = Field(default_factory=list, description="keys, at most 10")
+    unreadable: int = 0
+
+
+class RejectFigures(_Model):
+    """The rejects ledger by stage and by reason."""
+
+    total: int = 0
+    by_stage: dict[str, int] = Field(default_factory=dict)
+    by_reason: dict[str, int] = Field(default_factory=dict, description="'stage: reason' -> n")
+
+
+class BuildStats(_Model):
+    """Everything ``relshard stats`` reports about one output folder."""
+
+    format: int = STATS_FORMAT
+    root: str
+    name: str | None = None
+    spec_hash: str | None = None
+    schema_versions: dict[int, int] = Field(default_factory=dict, description="version -> samples")
+    samples: int = 0
+    shards: int = 0
+    bytes: int = Field(default=0, description="bytes of the shard files")
+    sample_bytes: Distribution = Field(default_factory=Distribution,
+                                       description="bytes a sample spans in its shard (KiB)")
+    inputs_written: int | None = None
+    modality: dict[str, int] = Field(default_factory=dict)
+    subjects: Distribution = Field(default_factory=Distribution)
+    attributes: Distribution = Field(default_factory=Distribution)
+    relations: Distribution = Field(default_factory=Distribution)
+    frames: Distribution = Field(default_factory=Distribution)
+    caption_len: Distribution = Field(default_factory=Distribution)
+    rel_caption_len: Distribution = Field(default_factory=Distribution)
+    backend: dict[str, int] = Field(default_factory=dict)
+    model: dict[str, int] = Field(default_factory=dict)
+    prompt_version: dict[str, int] = Field(default_factory=dict)
+    rejects: RejectFigures = Field(default_factory=RejectFigures)
+    shard_balance: ShardBalance = Field(default_factory=ShardBalance)
+    records: RecordFigures = Field(default_factory=RecordFigures)
+
+    @property
+    def reject_rate(self) -> float:
+        """Rejected inputs over all inputs seen (written inputs from the index when needed)."""
+        written = self.inputs_written if self.inputs_written is not None else self.samples
+        seen = written + self.rejects.total
+        return self.rejects.total / seen if seen else 0.0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form (``--json``)."""
+        data = self.model_dump(mode="json")
+        data["reject_rate"] = self.reject_rate
+        return data
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> BuildStats:
+        """Load a saved ``--json`` report."""
+        return cls.model_validate({k: v for k, v in data.items() if k != "reject_rate"})
+
+
+DISTRIBUTIONS = {
+    "subjects": "subjects per sample",
+    "attributes": "attributes per sample",
+    "relations": "relations per sample",
+    "frames": "frames per sample",
+    "caption_len": "caption length (chars)",
+    "rel_caption_len": "relational caption length (chars)",
+    "sample_bytes": "sample size (KiB)",
+}
+MIXES = {"modality": "modality", "backend": "backend", "model": "model",
+         "prompt_version": "prompt version"}

@@ -1,0 +1,152 @@
+"""Read a shard tar once, front to back: its sha256, its samples and what is wrong with it.
+
+:func:`scan_shard` streams a shard (local or fsspec) through :mod:`tarfile` in
+stream mode while hashing every byte, groups members into samples by key (the
+member name up to its first dot, as webdataset does), and parses each sample's
+``KEY.json``. It never extracts anything to disk and never unpickles: records
+are JSON, arrays are left unread. :func:`verify <relshard.inspect.verify>` and
+:func:`repair <relshard.inspect.repair>` both build on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from relshard.shards.layout import OutputLayout
+from relshard.shards.members import CORE_SUFFIXES
+
+BLOCK = 512
+FRAME_SUFFIX_RE = re.compile(r"^(jpg|f\d{3,}\.jpg)$")
+
+
+class _HashingReader:
+    """A read-only file wrapper that hashes and counts everything read through it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.nbytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha.update(data)
+        self.nbytes += len(data)
+        return data
+
+    def drain(self, chunk: int = 1 << 20) -> None:
+        while self.read(chunk):
+            pass
+
+
+@dataclass
+class ScannedSample:
+    """One sample as found in a shard."""
+
+    key: str
+    offset: int  # of its first header
+    size: int = 0  # bytes spanned, headers and padding included
+    suffixes: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+    record_error: str | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return sum(1 for s in self.suffixes if FRAME_SUFFIX_RE.match(s))
+
+
+@dataclass
+class ShardScan:
+    """What one pass over a shard found."""
+
+    relpath: str
+    sha256: str = ""
+    bytes: int = 0
+    nsamples: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _split(name: str) -> tuple[str, str] | None:
+    base = name.rsplit("/", 1)[-1]
+    if "." not in base:
+        return None
+    key, suffix = base.split(".", 1)
+    return (name[: len(name) - len(base)] + key, suffix)
+
+
+def _finish(sample: ScannedSample, end: int, problems: list[str], relpath: str) -> None:
+    sample.size = end - sample.offset
+    missing = [s for s in CORE_SUFFIXES if s not in sample.suffixes]
+    if missing:
+        problems.append(f"{relpath}: sample {sample.key!r} lacks member(s) "
+                        f"{', '.join(f'{sample.key}.{s}' for s in missing)}")
+
+
+def scan_shard(
+    layout: OutputLayout, relpath: str, on_sample: Callable[[ScannedSample], None]
+) -> ShardScan:
+    """Stream ``relpath`` (relative to the root); call ``on_sample`` for each whole sample.
+
+    Problems with the tar itself (unparsable, truncated, a member without a key,
+    a sample whose members are not contiguous, a duplicate member) go into the
+    returned :attr:`ShardScan.problems`; record problems go into each sample's
+    ``record_error``. Raises ``FileNotFoundError`` when the shard is missing.
+    """
+    scan = ShardScan(relpath)
+    with layout.fs.open(layout.path(relpath), "rb") as raw:
+        reader = _HashingReader(raw)
+        current: ScannedSample | None = None
+        seen: set[str] = set()
+        end = 0
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    parts = _split(member.name) if member.isfile() else None
+                    if parts is None:
+                        scan.problems.append(f"{relpath}: member {member.name!r} is not KEY.SUFFIX")
+                        continue
+                    key, suffix = parts
+                    if current is None or key != current.key:
+                        if current is not None:
+                            _finish(current, member.offset, scan.problems, relpath)
+                            on_sample(current)
+                            scan.nsamples += 1
+                        if key in seen:
+                            scan.problems.append(
+                                f"{relpath}: the members of sample {key!r} are not contiguous")
+                        seen.add(key)
+                        current = ScannedSample(key=key, offset=member.offset)
+                    if suffix in current.suffixes:
+                        scan.problems.append(f"{relpath}: member {member.name!r} appears twice")
+                    current.suffixes.append(suffix)
+                    end = member.offset_data + -(-member.size // BLOCK) * BLOCK
+                    if suffix == "json":
+                        _parse_record(tar, member, current)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            scan.problems.append(f"{relpath}: the tar does not parse ({exc})")
+            current = None
+        if current is not None:
+            _finish(current, end, scan.problems, relpath)
+            on_sample(current)
+            scan.nsamples += 1
+        reader.drain()
+    scan.sha256, scan.bytes = reader.sha.hexdigest(), reader.nbytes
+    return scan
+
+
+def _parse_record(tar: tarfile.TarFile, member: tarfile.TarInfo, sample: ScannedSample) -> None:
+    handle = tar.extractfile(member)
+    try:
+        data = json.loads(handle.read() if handle else b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        sample.record_error = f"{sample.key}.json is not JSON ({exc})"
+        return
+    if not isinstance(data, dict):
+        sample.record_error = f"{sample.key}.json is not a JSON object"
+        return
+    sample.record = data

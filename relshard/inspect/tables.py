@@ -1,0 +1,127 @@
+"""Open an output folder's index and rejects tables as dask dataframes (out of core).
+
+An output root is a local path or any fsspec URL (``s3://bucket/run``). The
+index (``index/*.parquet``) and rejects ledger (``rejects/*.parquet``) are read
+lazily with :func:`dask.dataframe.read_parquet`, one partition per file (or row
+group), so memory follows the partition size, never the index length.
+
+Temporary files of an interrupted write (``.NAME.tmp-*``) are ignored. Every
+schema version a table or record claims is checked against
+:data:`relshard.record.KNOWN_SCHEMA_VERSIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from relshard.errors import MissingDependencyError, RelshardError
+from relshard.record import KNOWN_SCHEMA_VERSIONS
+from relshard.shards.index import INDEX_SCHEMA, REJECTS_SCHEMA
+from relshard.shards.layout import (
+    INDEX_DIR,
+    MANIFEST_NAME,
+    REJECTS_DIR,
+    TABLE_EXT,
+    OutputLayout,
+    unit_of,
+)
+
+STATS_INDEX_COLUMNS = [
+    "shard", "size", "modality", "n_frames", "n_subjects", "n_attributes", "n_relations",
+    "caption_len", "rel_caption_len", "backend", "model", "prompt_version", "schema_version",
+]
+REJECT_COLUMNS = ["stage", "reason"]
+
+
+class InspectError(RelshardError):
+    """An output folder cannot be inspected as it is (missing, empty, unreadable)."""
+
+
+class UnknownSchemaVersion(InspectError):
+    """Shards, an index or a record claim a schema version this relshard does not know."""
+
+    def __init__(self, versions: list[int], where: str) -> None:
+        super().__init__(versions, where)
+        self.versions = versions
+        self.where = where
+
+    def __str__(self) -> str:
+        known = ", ".join(str(v) for v in KNOWN_SCHEMA_VERSIONS)
+        return (
+            f"{self.where} uses schema version {', '.join(str(v) for v in self.versions)}, "
+            f"which this relshard does not know (it reads {known}); upgrade relshard to read it."
+        )
+
+
+def check_versions(versions: list[Any], where: str) -> None:
+    """Raise :class:`UnknownSchemaVersion` if any of ``versions`` is not known."""
+    unknown = sorted({int(v) for v in versions if v is not None} - set(KNOWN_SCHEMA_VERSIONS))
+    if unknown:
+        raise UnknownSchemaVersion(unknown, where)
+
+
+def require_dask() -> Any:
+    """Import dask.dataframe, or raise the install hint."""
+    try:
+        import dask.dataframe as dd
+    except ImportError:
+        raise MissingDependencyError("dask", "stats") from None
+    return dd
+
+
+@dataclass(frozen=True)
+class OutputTables:
+    """The parquet files of an output root, and what its manifest says."""
+
+    layout: OutputLayout
+    index_files: list[str]  # full paths on layout.fs
+    rejects_files: list[str]
+    manifest: dict[str, Any] | None
+
+    @classmethod
+    def open(cls, root: str | OutputLayout, **storage_options: Any) -> OutputTables:
+        """List the tables of ``root``; raise :class:`InspectError` when it holds none."""
+        layout = OutputLayout.open(root, **storage_options)
+        if not layout.fs.exists(layout.root):
+            raise InspectError(f"Output {layout.url!r} does not exist.")
+        index = _table_files(layout, INDEX_DIR)
+        if not index:
+            raise InspectError(
+                f"Output {layout.url!r} has no index files (index/*.parquet); run "
+                f"`relshard verify {layout.url} --repair` to rebuild them from the shards."
+            )
+        manifest = None
+        if layout.exists(MANIFEST_NAME):
+            try:
+                with layout.fs.open(layout.path(MANIFEST_NAME), "rb") as f:
+                    manifest = json.load(f)
+            except ValueError as exc:
+                raise InspectError(
+                    f"{layout.url}/{MANIFEST_NAME} is not valid JSON: {exc}") from None
+            check_versions([manifest.get("schema_version", 1)], f"{layout.url}/{MANIFEST_NAME}")
+        return cls(layout, index, _table_files(layout, REJECTS_DIR), manifest)
+
+    def _read(self, files: list[str], columns: list[str], schema: Any) -> Any:
+        dd = require_dask()
+        present = [c for c in columns if c in schema.names]
+        return dd.read_parquet(
+            files, columns=present, filesystem=self.layout.fs, split_row_groups="adaptive",
+            dtype_backend="pyarrow",
+        )
+
+    def index(self, columns: list[str] | None = None) -> Any:
+        """The index as a lazy dask dataframe of ``columns`` (default: what stats needs)."""
+        return self._read(self.index_files, columns or STATS_INDEX_COLUMNS, INDEX_SCHEMA)
+
+    def rejects(self, columns: list[str] | None = None) -> Any | None:
+        """The rejects ledger as a lazy dask dataframe, or None when nothing was rejected."""
+        if not self.rejects_files:
+            return None
+        return self._read(self.rejects_files, columns or REJECT_COLUMNS, REJECTS_SCHEMA)
+
+
+def _table_files(layout: OutputLayout, sub: str) -> list[str]:
+    names = [b for b in layout.listdir(sub) if unit_of(b, TABLE_EXT) is not None]
+    return [layout.path(f"{sub}/{b}") for b in names]
