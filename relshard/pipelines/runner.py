@@ -136,13 +136,14 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
         spec = spec.model_copy(update={"output": spec.output.model_copy(update={"path": output})})
     fs, root = open_root(spec.output.path)
     fs.makedirs(root, exist_ok=True)
-    _check_spec(fs, root, spec)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
     summary = RunSummary(output=spec.output.path, run_id=run_id)
     report = recover(spec.output.path)
     if report.removed:
         log.warning("recovered output: removed %d uncommitted file(s)", len(report.removed))
     done = done_input_keys(spec.output.path)
+    if done or fs.exists(f"{root}/manifest.json"):
+        _check_spec(fs, root, spec)  # a folder that holds nothing yet takes any spec
     _write_spec(fs, root, spec)
 
     lister = SourceLister(spec.sources)

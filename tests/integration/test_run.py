@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from relshard.cli import app
-from relshard.errors import OutputConflictError, RejectBudgetExceeded
+from relshard.errors import OutputConflictError, RejectBudgetExceeded, SpecError
 from relshard.pipelines.runner import run_pipeline
 from relshard.record import SampleRecord
 from relshard.spec import parse_spec
@@ -139,6 +139,11 @@ def test_an_output_of_another_spec_is_refused(ray_session, tmp_path):
     other.decode.frames_per_clip = 2
     with pytest.raises(OutputConflictError, match="different spec"):
         run_pipeline(other)
+    # a folder whose run failed before committing anything is not locked to that spec
+    empty = tmp_path / "empty"
+    with pytest.raises(SpecError, match="does not exist"):
+        run_pipeline(_spec(tmp_path / "missing", empty))
+    assert run_pipeline(_spec(src, empty)).inputs_written == 1
 
 
 def test_a_crashing_decoder_rejects_one_input_and_the_run_goes_on(ray_session, tmp_path):
