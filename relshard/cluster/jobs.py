@@ -4,7 +4,9 @@
 ``py_modules`` entry of the runtime environment (so the cluster runs exactly the
 relshard that submitted, even offline), or asks the cluster to pip-install a
 pinned version. The entrypoint is ``python -m relshard.cli run spec.yaml
---address auto`` on the head node. Every function takes the dashboard address
+--address auto`` on the head node: the ``python`` first on the head's PATH must be
+the environment that holds relshard's dependencies and Ray (cluster.yaml puts it
+first). Every function takes the dashboard address
 (``http://HEAD:8265``); ``None`` falls back to ``RAY_ADDRESS``.
 """
 

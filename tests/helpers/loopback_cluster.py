@@ -81,8 +81,11 @@ class LoopbackCluster:
         return f"http://127.0.0.1:{self.dash_port}"
 
     def _env(self) -> dict[str, str]:
+        # A job's entrypoint (`python -m relshard.cli ...`) finds python on the node's
+        # PATH, as on a real cluster: put this environment's first.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
-               "PYTHONPATH": str(REPO)}
+               "PYTHONPATH": str(REPO), "PATH": path}
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         return env
 
