@@ -25,7 +25,10 @@ from relshard.errors import SpecError
 from relshard.spec import EventColumns
 
 BATCH_ROWS = 262_144
-_BLOCK_BYTES = 1 << 24
+# 1 MiB CSV blocks keep the driver's pre-pass flat: measured peak 300 MB at 2M rows and
+# 297 MB at 12M rows, where 16 MiB blocks grew 393 -> 711 MB (the reader's buffers are
+# retained by the allocator); the pre-pass is ~25% slower for it.
+_BLOCK_BYTES = 1 << 20
 _JSON_CHUNK_BYTES = 1 << 24
 
 
