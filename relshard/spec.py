@@ -235,14 +235,12 @@ class PipelineSpec(_Spec):
 
 
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    loc = ".".join(str(p) for p in err["loc"])  # list positions stay: sources.0.path
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"unknown key '{loc}': remove it or check its spelling"
     if kind == "missing":
         return f"missing required key '{loc}': add it"
-    if kind == "union_tag_invalid":
-        return f"'{loc}': {err['msg']}"
     return f"'{loc}': {err['msg']}"
 
 

@@ -115,7 +115,6 @@ class IsolatedRunner:
         if self._conn is not None:
             self._conn.close()
         self._proc, self._conn = None, None
-        self.restarts += 1
 
     def _call_once(self, payload: bytes) -> bytes | ChildFailure:
         if self._proc is None or not self._proc.is_alive():
@@ -150,15 +149,14 @@ class IsolatedRunner:
             result = self._call_once(payload)
             if not isinstance(result, ChildFailure):
                 return result
+            self.restarts += 1  # the child was killed or died: the next call starts a new one
             failure = ChildFailure(result.reason, result.detail, attempt)
             log.warning("isolated call failed (%s, attempt %d)", result.detail, attempt)
         assert failure is not None
         return failure
 
     def close(self) -> None:
-        if self._proc is not None:
-            self._kill()
-            self.restarts -= 1
+        self._kill()
 
 
 _RUNNERS: dict[tuple[str, str], IsolatedRunner] = {}

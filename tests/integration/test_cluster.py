@@ -86,7 +86,6 @@ def test_submitted_job_runs_on_both_nodes_and_resources_decide_placement(cluster
                        cluster.dashboard)
     assert jobs.wait(sid2, cluster.dashboard, timeout_s=300).status == "SUCCEEDED"
     (decode_node,) = _decode_nodes(cluster, sid2)
-    assert decode_node != cluster.nodes()[0].node_id or len(cluster.nodes()) == 2
     assert decode_node in {n.node_id for n in cluster.nodes() if n.resources_total.get("decode")}
 
 
