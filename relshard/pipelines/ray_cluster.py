@@ -24,6 +24,14 @@ LOCAL_ENV = {
 }
 
 
+# Keep worker processes alive between tasks. Ray's default kills a worker idle for 1 s
+# once more workers exist than CPUs, and the shard writers (num_cpus=0) push the count
+# over: a 2M-event run started 16 worker processes in 16 s, each paying ~1.5 s of CPU
+# to import Ray, Arrow and relshard again. A cluster started with `ray start` takes the
+# same settings from RAY_idle_worker_killing_time_threshold_ms (see docs/scale.md).
+WORKER_POOL = {"idle_worker_killing_time_threshold_ms": 300_000}
+
+
 def set_local_env() -> None:
     """Set the local-cluster environment; Ray reads it when first imported."""
     if "ray" in sys.modules:
@@ -55,7 +63,8 @@ def connect(address: str | None, num_cpus: int | None = None, *,
     if runtime_env:
         kwargs["runtime_env"] = runtime_env
     if address is None:
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                      _system_config=WORKER_POOL)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -18,6 +18,7 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
 from relshard.errors import RejectBudgetExceeded
+from relshard.pipelines.gc_pause import gc_paused
 from relshard.shards.writer import ShardWriter
 from relshard.spec import OutputSpec
 from relshard.workers.item import WorkItem
@@ -91,8 +92,10 @@ class ShardDatasink(Datasink[dict]):
         reported = (0, 0)
         since = 0
         for block in blocks:
-            for payload in BlockAccessor.for_block(block).to_arrow().column("payload").to_pylist():
-                writer.add(WorkItem.from_bytes(payload))
+            payloads = BlockAccessor.for_block(block).to_arrow().column("payload")
+            for payload in payloads.to_pylist():
+                with gc_paused():  # per input: see relshard.pipelines.gc_pause
+                    writer.add(WorkItem.from_bytes(payload))
                 since += 1
                 if since >= REPORT_EVERY:
                     reported = self._report(writer.summary, reported)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+from pydantic import BaseModel, ConfigDict
 
 from relshard.record import (
     Attribute,
@@ -49,6 +50,18 @@ class Frame:
     height: int
     index: int = 0  # frame index in the source video (0 for images)
     time: float | None = None  # seconds into the source
+
+
+class _DraftParts(BaseModel):
+    """The validated parts of a draft read back from the wire: one validation per sample."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: SourceInfo
+    subjects: list[Subject]
+    attributes: list[Attribute]
+    relations: list[Relation]
+    provenance: Provenance | None = None
 
 
 @dataclass
@@ -87,17 +100,20 @@ class SampleDraft:
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> SampleDraft:
-        prov = d.get("provenance")
+        parts = _DraftParts.model_validate({
+            "source": d["source"], "subjects": d["subjects"], "attributes": d["attributes"],
+            "relations": d["relations"], "provenance": d.get("provenance"),
+        })
         return cls(
             key=d["key"],
-            source=SourceInfo.model_validate(d["source"]),
+            source=parts.source,
             frames=[Frame(j, w, h, i, t) for j, w, h, i, t in d["frames"]],
-            subjects=[Subject.model_validate(s) for s in d["subjects"]],
-            attributes=[Attribute.model_validate(a) for a in d["attributes"]],
-            relations=[Relation.model_validate(r) for r in d["relations"]],
+            subjects=parts.subjects,
+            attributes=parts.attributes,
+            relations=parts.relations,
             caption=d["caption"],
             relational_caption=d["relational_caption"],
-            provenance=Provenance.model_validate(prov) if prov else None,
+            provenance=parts.provenance,
             members=dict(d["members"]),
             warnings=list(d["warnings"]),
         )
