@@ -11,10 +11,15 @@ process over ``--sequences`` sequences, rows shuffled, times as epoch seconds. T
 
 Both report events/s of input rows and peak memory: the child's ``ru_maxrss`` for
 pandas; for relshard the peak of the summed RSS of this process and every process
-it started (Ray's raylet, GCS and workers), sampled every 0.25 s. ``--small`` repeats
-both at a smaller size, to show which memory grows with the file.
+it started (Ray's raylet, GCS and workers; PSS, so pages of Ray's shared object
+store count once), sampled every 0.25 s; the largest private memory of one of those
+processes; and the peak RSS of the driver alone. ``--small`` repeats both at a
+smaller size, to show which memory grows with the file. ``--single`` reads the
+same log as one sequence (no sequence column: the case a worker cannot sort in
+memory, cut into parts of ``events.part_rows``); the baseline then sorts by time.
 
-    python bench/events.py                       # 10M rows (~4 minutes on 2 cores)
+    python bench/events.py                       # 10M rows (~3 minutes on 2 cores)
+    python bench/events.py --single              # the same log as one sequence
     python bench/events.py --rows 1000000 --small 200000
 """
 
@@ -75,23 +80,44 @@ import resource, sys, time
 import numpy as np, pandas as pd
 t0 = time.perf_counter()
 df = pd.read_csv(sys.argv[1])
-df = df.sort_values(["region", "time"], kind="stable")
-seqs = {k: (g["time"].to_numpy(np.float64), g["kind"].to_numpy())
-        for k, g in df.groupby("region", sort=False)}
+if sys.argv[2] == "single":
+    df = df.sort_values("time", kind="stable")
+    seqs = {"": (df["time"].to_numpy(np.float64), df["kind"].to_numpy())}
+else:
+    df = df.sort_values(["region", "time"], kind="stable")
+    seqs = {k: (g["time"].to_numpy(np.float64), g["kind"].to_numpy())
+            for k, g in df.groupby("region", sort=False)}
 dt = time.perf_counter() - t0
 print(len(df), len(seqs), dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def run_baseline(path: Path) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, "-c", BASELINE, str(path)], check=True,
+def run_baseline(path: Path, single: bool) -> tuple[float, float]:
+    out = subprocess.run([sys.executable, "-c", BASELINE, str(path),
+                          "single" if single else "sequences"], check=True,
                          capture_output=True, text=True).stdout.split()
     rows, _, secs, rss_kb = int(out[0]), int(out[1]), float(out[2]), int(out[3])
     return rows / secs, rss_kb / 1024
 
 
-def _tree_rss_bytes(root: int) -> int:
-    """Summed RSS of ``root`` and its descendants, from /proc (Linux)."""
+def _memory(pid: int) -> tuple[int, int]:
+    """(PSS, private bytes) of a process from /proc/PID/smaps_rollup: PSS shares pages
+    mapped by several processes (Ray's shared object store) among them, so a sum over
+    processes counts each page once; private bytes are the process's own."""
+    pss = private = 0
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key == "Pss":
+                pss = int(rest.split()[0]) * 1024
+            elif key in ("Private_Clean", "Private_Dirty"):
+                private += int(rest.split()[0]) * 1024
+    return pss, private
+
+
+def _tree_memory(root: int) -> tuple[int, int, str]:
+    """Summed PSS of ``root`` and its descendants, and the largest private memory of one
+    descendant, with its command line."""
     parent: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -105,25 +131,36 @@ def _tree_rss_bytes(root: int) -> int:
         kids = [p for p, pp in parent.items() if pp in frontier and p not in tree]
         tree.update(kids)
         frontier = kids
-    total = 0
+    total = largest = 0
+    name = ""
     for pid in tree:
-        with contextlib.suppress(OSError, ValueError, IndexError), \
-                open(f"/proc/{pid}/statm") as fh:
-            total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return total
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pss, private = _memory(pid)
+            total += pss
+            if pid != root and private > largest:
+                largest = private
+                with open(f"/proc/{pid}/cmdline", "rb") as cl:
+                    name = cl.read().replace(b"\0", b" ").decode(errors="replace").strip()[:40]
+    return total, largest, name
 
 
 class TreeMemory:
-    """Peak summed RSS (MB) of this process and all its descendants, sampled in a thread."""
+    """Peak summed PSS (MB) of this process and all its descendants, and the peak private
+    memory of one descendant, sampled in a thread."""
 
     def __init__(self, every: float = 0.25) -> None:
         self.every, self.peak, self._stop = every, 0.0, threading.Event()
+        self.peak_child = 0.0  # the largest single process other than this one (MB)
+        self.peak_child_name = ""
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         me = os.getpid()
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss_bytes(me) / 2**20)
+            total, largest, name = _tree_memory(me)
+            self.peak = max(self.peak, total / 2**20)
+            if largest / 2**20 > self.peak_child:
+                self.peak_child, self.peak_child_name = largest / 2**20, name
             self._stop.wait(self.every)
 
     def __enter__(self) -> TreeMemory:
@@ -135,14 +172,16 @@ class TreeMemory:
         self._thread.join()
 
 
-def run_relshard(path: Path, out: Path, cpus: int) -> tuple[float, float, int]:
+def run_relshard(path: Path, out: Path, cpus: int,
+                 single: bool) -> tuple[float, float, tuple[float, str], int]:
     from relshard.pipelines.runner import run_pipeline
     from relshard.spec import parse_spec
 
     spec = parse_spec({
         "name": "bench-events",
         "sources": [{"path": str(path), "modality": "events",
-                     "events": {"time": "time", "type": "kind", "sequence": "region",
+                     "events": {"time": "time", "type": "kind",
+                                "sequence": None if single else "region",
                                 "marks": ["depth", "mag"], "time_format": "epoch_s"}}],
         "decode": {"window": {"events": 256, "stride": 128}},
         "output": {"path": str(out)},
@@ -153,7 +192,7 @@ def run_relshard(path: Path, out: Path, cpus: int) -> tuple[float, float, int]:
         summary = run_pipeline(spec)
         secs = time.perf_counter() - t0
     rows = sum(m["rows"] for m in summary.manifest["events"].values())
-    return rows / secs, mem.peak, summary.samples_written
+    return rows / secs, mem.peak, (mem.peak_child, mem.peak_child_name), summary.samples_written
 
 
 def main() -> None:
@@ -162,6 +201,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=0, help="also run at this size")
     ap.add_argument("--sequences", type=int, default=1000)
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--single", action="store_true", help="the log as one sequence")
     args = ap.parse_args()
     sizes = [s for s in (args.small, args.rows) if s]
     with tempfile.TemporaryDirectory(prefix="relshard-bench-events-") as tmp:
@@ -175,12 +215,14 @@ def main() -> None:
                                 max(1, min(args.sequences, size // 1000))).result()
             mb = log.stat().st_size / 2**20
             print(f"\n{n:,} rows, {mb:.0f} MB CSV (generated in {time.perf_counter() - t0:.0f} s)")
-            base_rate, base_mem = run_baseline(log)
-            rate, mem, samples = run_relshard(log, Path(tmp) / f"out-{size}", args.cpus)
+            base_rate, base_mem = run_baseline(log, args.single)
+            rate, mem, child, samples = run_relshard(log, Path(tmp) / f"out-{size}", args.cpus,
+                                              args.single)
             print(f"  pandas read+sort+groupby : {base_rate:12,.0f} events/s, "
                   f"peak {base_mem:7.0f} MB")
             print(f"  relshard run (shards)    : {rate:12,.0f} events/s, peak {mem:7.0f} MB "
-                  f"(tree), {samples:,} windows")
+                  f"(PSS of the tree), {samples:,} windows")
+            print(f"  largest private memory of one Ray process: {child[0]:.0f} MB ({child[1]})")
             print(f"  ratio relshard/pandas    : {rate / base_rate:.2f}x speed, "
                   f"{mem / base_mem:.2f}x memory")
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -54,6 +54,10 @@ class EventColumns(_Spec):
         default="auto", description="auto: from the extension (.csv/.csv.gz/.zip/.jsonl/.parquet)")
     buckets: int | None = Field(default=None, ge=1, le=65536,
                                 description="hash partitions of sequences; None: ~4 MB each")
+    part_rows: int = Field(default=500_000, ge=1000, le=50_000_000,
+                           description="most rows a worker sorts at once; a bigger bucket (a "
+                           "long sequence, or a log without a sequence column) is cut into "
+                           "consecutive parts of about this many rows")
 
 
 class EventWindow(_Spec):

@@ -72,3 +72,50 @@ def test_event_log_to_shards_with_rejects_and_resume(ray_session, tmp_path):
     again = run_pipeline(_spec(log, out))
     assert again.to_process == 0 and again.already_done == summary.to_process
     assert json.loads((out / "manifest.json").read_text())["totals"]["samples"] == len(keys)
+
+
+def test_a_spec_mixing_photos_and_one_long_sequence_in_gzip_jsonl(ray_session, tmp_path):
+    """Media and events in one run; the log has no sequence column, so it is one sequence,
+    cut into parts (part_rows 1000) whose windows are exactly the whole sequence's; its
+    broken lines are rejects, not the end of the log."""
+    import gzip
+    import shutil
+
+    from relshard.spec import EventWindow
+    from relshard.workers.decode.events.windows import windows
+    from tests.conftest import SAMPLES
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((SAMPLES / "images").glob("*.jpg"))[:2]:
+        shutil.copy(p, photos / p.name)
+    rows = hawkes_rows(["one"], horizon=12 * 3600.0, seed=3)
+    log = tmp_path / "feed.jsonl.gz"
+    with gzip.open(log, "wt") as fh:
+        for r in rows:
+            fh.write(json.dumps({"ts": round(r["epoch"] * 1000), "kind": r["mag_class"]}) + "\n")
+        fh.write('{"ts": null, "kind": "M3"}\n{"ts": 1700000000000}\nnot json\n')
+    out = tmp_path / "out"
+    window = {"events": 100, "stride": 40}
+    spec = parse_spec({
+        "name": "mixed",
+        "sources": [{"path": str(photos), "modality": "image"},
+                    {"path": str(log), "modality": "events",
+                     "events": {"time": "ts", "type": "kind", "time_format": "epoch_ms",
+                                "part_rows": 1000}}],
+        "decode": {"window": window},
+        "output": {"path": str(out)},
+        "runtime": {"progress": False},
+    })
+    summary = run_pipeline(spec)
+    assert summary.inputs_written + summary.rejected_total == summary.to_process
+    index = pq.ParquetDataset(out / "index").read().to_pylist()
+    by_modality = {m: [r for r in index if r["modality"] == m] for m in ("image", "events")}
+    assert len(by_modality["image"]) == 2
+    assert summary.rejected == {"missing_time": 1, "missing_type": 1, "malformed_row": 1}
+    (meta,) = json.loads((out / "manifest.json").read_text())["events"].values()
+    assert meta["parts"] >= len(rows) // 1000 and meta["rows"] == len(rows) + 3
+    times = np.sort(np.array([round(r["epoch"] * 1000) / 1000 for r in rows]))
+    want = windows(times, EventWindow(**window))
+    got = sorted(r["key"] for r in by_modality["events"])
+    assert len(got) == len(set(got)) == len(want)

@@ -32,14 +32,15 @@ def duration(seconds: float) -> str:
     raise AssertionError("unreachable")
 
 
-def entities(type_ids: list[int], vocab: list[str]) -> tuple[list[Subject], list[Attribute],
-                                                             list[Relation]]:
-    subjects = [Subject(id=f"S{t + 1}", kind="other", bbox=WHOLE, detector="events")
-                for t in type_ids]
-    attributes = [Attribute(id=f"A{t + 1}", text=vocab[t] or "(empty)", category="other")
-                  for t in type_ids]
-    typed = [Relation(subject=f"S{t + 1}", predicate="has_type", object=f"A{t + 1}")
-             for t in type_ids]
+def entities(type_ids: tuple[int, ...], vocab: list[str]
+             ) -> tuple[tuple[Subject, ...], tuple[Attribute, ...], tuple[Relation, ...]]:
+    """The subjects, attributes and ``has_type`` relations of the types present in a window."""
+    subjects = tuple(Subject(id=f"S{t + 1}", kind="other", bbox=WHOLE, detector="events")
+                     for t in type_ids)
+    attributes = tuple(Attribute(id=f"A{t + 1}", text=vocab[t] or "(empty)", category="other")
+                       for t in type_ids)
+    typed = tuple(Relation(subject=f"S{t + 1}", predicate="has_type", object=f"A{t + 1}")
+                  for t in type_ids)
     return subjects, attributes, typed
 
 

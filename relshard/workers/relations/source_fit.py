@@ -2,8 +2,10 @@
 
 Runs in the driver after the pre-pass, before any window is cut, so every window
 of a log shares the fitted decay ``beta`` (windows are too short to choose it well
-on their own). Memory stays bounded: buckets are read in order until
-``window.source_fit_events`` events are gathered, whole sequences only, and the fit
+on their own). Memory stays bounded: buckets (or parts of them, see
+:mod:`relshard.workers.decode.events.parts`) are read in order until
+``window.source_fit_events`` events are gathered (the sequence that reaches the limit
+is cut there, so a log that is one long sequence gives its first events), and the fit
 covers the ``MAX_TYPES`` most frequent types (a K-type fit has K*K parameters).
 The result is JSON for the manifest and for the windows' stage.
 """
@@ -16,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from relshard.workers.decode.events.partition import Partition, read_bucket
+from relshard.workers.decode.events.partition import Partition
+from relshard.workers.decode.events.parts import KEY, read_folder
 from relshard.workers.relations.hawkes import fit_hawkes
 
 MAX_TYPES = 32
@@ -25,16 +28,22 @@ MAX_TYPES = 32
 def sorted_sequences(table: pa.Table, vocab: list[str]) -> tuple[pa.Table, np.ndarray,
                                                                   np.ndarray]:
     """Sort a bucket by (sequence, time, row); return it with type ids and sequence bounds."""
-    table = table.sort_by([("seq", "ascending"), ("t", "ascending"), ("row", "ascending")])
+    table = table.sort_by(KEY)
+    return (table, *sequence_bounds(table, vocab))
+
+
+def sequence_bounds(table: pa.Table, vocab: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Type ids (vocabulary positions) and the bounds of each sequence's run of rows, of a
+    table sorted by (sequence, time, row)."""
     ids = pc.index_in(table.column("type"), value_set=pa.array(vocab, pa.string()))
     type_ids = ids.to_numpy(zero_copy_only=False).astype(np.int64)
     seq = table.column("seq").combine_chunks()
     if len(seq) == 0:
-        return table, type_ids, np.zeros(1, dtype=np.int64)
+        return type_ids, np.zeros(1, dtype=np.int64)
     change = pc.not_equal(seq.slice(1), seq.slice(0, len(seq) - 1))
     cuts = np.flatnonzero(change.to_numpy(zero_copy_only=False)) + 1
     bounds = np.concatenate(([0], cuts, [len(seq)])).astype(np.int64)
-    return table, type_ids, bounds
+    return type_ids, bounds
 
 
 def fit_source(part: Partition, max_events: int) -> dict[str, Any]:
@@ -44,21 +53,32 @@ def fit_source(part: Partition, max_events: int) -> dict[str, Any]:
     top = np.sort(np.argsort(-counts, kind="stable")[:MAX_TYPES])
     remap = np.full(len(vocab), -1, dtype=np.int64)
     remap[top] = np.arange(len(top))
-    seqs: list[tuple[np.ndarray, np.ndarray]] = []
+    pieces: list[tuple[str, np.ndarray, np.ndarray]] = []  # sequence, times, type indices
     gathered = 0
-    for bucket in part.buckets:
-        table, ids, bounds = sorted_sequences(read_bucket(part.bucket_path(bucket)), vocab)
+    for ref in part.parts:
+        table, ids, bounds = sorted_sequences(read_folder(ref.path, fs=part.fs), vocab)
         times = table.column("t").to_numpy()
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        names = table.column("seq")
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            if b <= a:
+                continue
             u = remap[ids[a:b]]
             keep = u >= 0
-            if keep.sum() >= 2:
-                seqs.append((times[a:b][keep], u[keep]))
-                gathered += int(keep.sum())
+            t_k, u_k = times[a:b][keep][:max_events - gathered], u[keep][:max_events - gathered]
+            gathered += len(t_k)
+            name = names[int(a)].as_py()
+            if i == 0 and ref.first is not None and pieces and pieces[-1][0] == name:
+                # the sequence goes on from the previous part: one sequence, not two
+                _, t_prev, u_prev = pieces.pop()
+                t_k, u_k = np.concatenate((t_prev, t_k)), np.concatenate((u_prev, u_k))
+            pieces.append((name, t_k, u_k))
             if gathered >= max_events:
                 break
+        del table, names
         if gathered >= max_events:
             break
+    seqs = [(t, u) for _, t, u in pieces if len(t) >= 2]
+    gathered = sum(len(t) for t, _ in seqs)
     if gathered < 2 or len(top) == 0:
         return {"fitted": False, "reason": "fewer than two events", "events_used": gathered}
     fit = fit_hawkes(seqs, len(top), max_iter=150, tol=1e-4)

@@ -6,7 +6,8 @@ Every input of an ``events`` source is streamed once by the pre-pass
 whole log is fitted once (:func:`relshard.workers.relations.source_fit.fit_source`),
 and the input is replaced by:
 
-- ``FILEKEY-bNNNNN``: one input per non-empty bucket (its windows are its samples);
+- ``FILEKEY-bNNNNN``: one input per non-empty bucket (its windows are its samples), or
+  ``FILEKEY-bNNNNN-pNNNNN`` per part of a bucket too big for one worker (:mod:`.parts`);
 - ``FILEKEY-rNNNNNNNNNN``: one input per bad row, rejected by the events stage with
   its reason (``missing_time``, ``bad_time``, ``missing_type``) and row number;
 - or ``FILEKEY`` itself, rejected as ``unreadable``, when the log cannot be read.
@@ -25,7 +26,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from relshard.spec import EventColumns, PipelineSpec
-from relshard.workers.decode.events.partition import partition_log, write_meta
+from relshard.workers.decode.events.partition import cut_all_parts, partition_log, write_meta
 from relshard.workers.decode.events.stage import BUCKET_KEY, REJECT_KEY
 from relshard.workers.item import InputRef
 from relshard.workers.relations.source_fit import fit_source
@@ -59,7 +60,7 @@ class EventsSummary:
         if not self.logs:
             return {}
         keep = ("uri", "time_format", "time_format_reason", "rows", "rows_ok",
-                "rows_rejected", "buckets", "marks", "vocab", "type_counts", "source_fit",
+                "rows_rejected", "buckets", "parts", "marks", "vocab", "type_counts", "source_fit",
                 "unreadable")
         return {"events": {k: {f: m[f] for f in keep if f in m} for k, m in self.logs.items()}}
 
@@ -103,6 +104,7 @@ class EventsExpander:
             yield InputRef(ref.input_key, ref.uri, "events", ref.size,
                            {REJECT_KEY: ["unreadable", part.unreadable]})
             return
+        cut_all_parts(part, cols.part_rows)
         window = self.spec.decode.window
         fit_on = window.fit_relations if window else True
         max_events = window.source_fit_events if window else 200_000
@@ -112,16 +114,17 @@ class EventsExpander:
         write_meta(fs, part)
         self.summary.logs[ref.input_key] = part.meta
         self.summary.rows_ok += int(part.meta["rows_ok"])
-        log.info("events %s: %d rows, %d rejected, %d buckets, %d types, time format %s",
-                 ref.uri, part.meta["rows"], part.meta["rows_rejected"], len(part.buckets),
-                 len(part.meta["vocab"]), part.meta["time_format"])
+        log.info("events %s: %d rows, %d rejected, %d buckets, %d inputs, %d types, "
+                 "time format %s", ref.uri, part.meta["rows"], part.meta["rows_rejected"],
+                 len(part.buckets), len(part.parts), len(part.meta["vocab"]),
+                 part.meta["time_format"])
         meta_uri = _uri(fs, part.meta_path)
-        self.summary.bucket_inputs += len(part.buckets)
-        for bucket in part.buckets:
-            yield InputRef(f"{ref.input_key}-b{bucket:05d}", f"{ref.uri}#bucket={bucket}",
-                           "events", None,
+        self.summary.bucket_inputs += len(part.parts)
+        for p in part.parts:
+            where = f"bucket={p.bucket}" + (f",part={p.index}" if p.index is not None else "")
+            yield InputRef(f"{ref.input_key}{p.suffix}", f"{ref.uri}#{where}", "events", None,
                            {BUCKET_KEY: {"meta": meta_uri,
-                                         "path": _uri(fs, part.bucket_path(bucket))}})
+                                         **p.to_extra(lambda path: _uri(fs, path))}})
         for rej in part.rejects:
             yield InputRef(f"{ref.input_key}-r{rej.row:010d}", f"{ref.uri}#row={rej.row}",
                            "events", None, {REJECT_KEY: [rej.reason, rej.detail]})

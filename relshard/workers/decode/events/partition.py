@@ -4,12 +4,13 @@ A log of ten million unsorted rows cannot be one unit of work, and sorting it
 needs all of a sequence in one place. So the driver streams the file in Arrow
 batches and writes every good row to one of ``B`` bucket Parquet files, chosen by a
 stable hash (CRC-32) of its sequence id: all events of a sequence land in the same
-bucket, and a bucket is small enough to sort in a worker. Each bucket becomes an
-input of the pipeline (key ``FILEKEY-bNNNNN``, all its windows written together,
-so a resumed run never duplicates windows), and each bad row becomes an input that
-is rejected with its row number (key ``FILEKEY-rNNNNNNNNNN``): written + rejected
-still equals inputs. Memory: the buffered rows (``FLUSH_ROWS``) plus the type
-counts. One sequence must fit in a worker's memory (sorting needs all of it).
+bucket. A bucket of at most ``part_rows`` rows becomes one input of the pipeline (key
+``FILEKEY-bNNNNN``, all its windows written together, so a resumed run never
+duplicates windows); a bigger one (a long sequence, or a log without a sequence
+column) is cut by :mod:`.parts` into consecutive parts, one input each. Each bad
+row becomes an input that is rejected with its row number (key
+``FILEKEY-rNNNNNNNNNN``): written + rejected still equals inputs. Memory: the
+buffered rows (``FLUSH_ROWS``) plus the type counts and the bad rows' numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from relshard.spec import EventColumns
+from relshard.workers.decode.events.parts import PartRef, cut_parts, read_folder
 from relshard.workers.decode.events.reader import UnreadableLog, iter_batches
 from relshard.workers.decode.events.timeparse import detect_format, parse_numbers, parse_times
 
@@ -42,7 +44,7 @@ META_NAME = "meta.json"
 @dataclass
 class RowReject:
     row: int  # 1-based data row (header excluded)
-    reason: str  # missing_time | bad_time | missing_type
+    reason: str  # missing_time | bad_time | missing_type | malformed_row
     detail: str
 
 
@@ -55,9 +57,12 @@ class Partition:
     folder: str
     meta_path: str
     buckets: list[int] = field(default_factory=list)  # buckets that hold rows
+    bucket_rows: dict[int, int] = field(default_factory=dict)  # rows of each bucket
+    parts: list[PartRef] = field(default_factory=list)  # the inputs, after cut_all_parts
     rejects: list[RowReject] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     unreadable: str | None = None  # why the whole log was rejected
+    fs: Any = None  # the work folder's filesystem (paths above are paths of it)
 
     def bucket_path(self, bucket: int) -> str:
         """The bucket's folder: one Parquet file per flush that had rows for it."""
@@ -104,6 +109,7 @@ class _BucketWriter:
         self.pending_rows = 0
         self.flushes = 0
         self.written: set[int] = set()
+        self.rows: Counter[int] = Counter()  # rows per bucket
 
     def add(self, table: pa.Table, buckets: np.ndarray) -> None:
         order = np.argsort(buckets, kind="stable")
@@ -114,6 +120,7 @@ class _BucketWriter:
         ends = np.concatenate((cuts, [len(sorted_b)]))
         for s, e in zip(starts, ends, strict=True):
             self.pending.setdefault(int(sorted_b[s]), []).append(table.slice(s, e - s))
+            self.rows[int(sorted_b[s])] += int(e - s)
         self.pending_rows += table.num_rows
         if self.pending_rows >= FLUSH_ROWS:
             self.flush()
@@ -124,7 +131,7 @@ class _BucketWriter:
             if b not in self.written:
                 self.fs.makedirs(folder, exist_ok=True)
                 self.written.add(b)
-            with self.fs.open(f"{folder}/part-{self.flushes:05d}.parquet", "wb") as fh:
+            with self.fs.open(f"{folder}/flush-{self.flushes:05d}.parquet", "wb") as fh:
                 pq.write_table(pa.concat_tables(parts), fh, compression="zstd")
         self.pending.clear()
         self.pending_rows = 0
@@ -152,7 +159,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
         fs.rm(folder, recursive=True)
     fs.makedirs(folder, exist_ok=True)
     part = Partition(uri=uri, input_key=input_key, folder=folder,
-                     meta_path=f"{folder}/{META_NAME}")
+                     meta_path=f"{folder}/{META_NAME}", fs=fs)
     if size is None:  # a single-file source is listed without a size
         try:
             src_fs, src_path = url_to_fs(uri)
@@ -163,17 +170,25 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
     writer = _BucketWriter(fs, part, _schema(cols.marks))
     fmt, why = cols.time_format, "set in the spec"
     counts: Counter[str] = Counter()
-    row0 = ok_rows = 0
+    row0 = ok_rows = 0  # row0: data rows seen (good, bad and malformed)
     try:
-        for batch in iter_batches(uri, cols):
+        for lb in iter_batches(uri, cols):
+            batch, rows = lb.batch, lb.rows
+            for r, why in lb.malformed:
+                part.rejects.append(RowReject(r + 1, "malformed_row", f"data row {r + 1} {why}"))
+            row0 = max(row0, int(rows[-1]) + 1 if len(rows) else 0,
+                       *(r + 1 for r, _ in lb.malformed))
             n = batch.num_rows
-            rows = np.arange(row0, row0 + n, dtype=np.int64)
-            row0 += n
+            if n == 0:
+                continue
             tcol = batch.column(cols.time)
+            batch_fmt = fmt
             if fmt == "auto":
-                fmt, why = detect_format(tcol)
-                log.info("events %s: time_format auto chose %s (%s)", uri, fmt, why)
-            times = parse_times(tcol, fmt)
+                batch_fmt, batch_why = detect_format(tcol)
+                if tcol.null_count < n:  # values to judge by: the choice holds for the log
+                    fmt, why = batch_fmt, batch_why
+                    log.info("events %s: time_format auto chose %s (%s)", uri, fmt, why)
+            times = parse_times(tcol, batch_fmt)
             types = _strings(batch.column(cols.type))
             missing_t = tcol.is_null().to_numpy(zero_copy_only=False)
             if pa.types.is_string(tcol.type) or pa.types.is_large_string(tcol.type):
@@ -183,11 +198,10 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
             missing_ty = types.is_null().to_numpy(zero_copy_only=False) & ~np.isnan(times)
             _reject_rows(rows[missing_t], "missing_time", f"no value in column {cols.time!r}",
                          part.rejects)
-            for r in rows[bad_t]:
-                raw = tcol[int(r - rows[0])].as_py()
-                part.rejects.append(RowReject(int(r) + 1, "bad_time",
-                                              f"data row {int(r) + 1}: {str(raw)[:80]!r} is not "
-                                              f"a {fmt} time"))
+            for i in np.flatnonzero(bad_t):
+                r, raw = int(rows[i]) + 1, tcol[int(i)].as_py()
+                part.rejects.append(RowReject(r, "bad_time", f"data row {r}: {str(raw)[:80]!r} "
+                                              f"is not a {batch_fmt} time"))
             _reject_rows(rows[missing_ty], "missing_type", f"no value in column {cols.type!r}",
                          part.rejects)
             good = ~np.isnan(times) & ~types.is_null().to_numpy(zero_copy_only=False)
@@ -210,6 +224,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
         part.rejects = []
         return part
     part.buckets = writer.close()
+    part.bucket_rows = {b: writer.rows[b] for b in part.buckets}
     part.rejects.sort(key=lambda r: r.row)
     vocab = sorted(counts)
     part.meta = {
@@ -228,12 +243,14 @@ def write_meta(fs: Any, part: Partition) -> None:
         json.dump(part.meta, fh, sort_keys=True)
 
 
-def read_bucket(path: str) -> pa.Table:
+def read_bucket(part: Partition, bucket: int) -> pa.Table:
     """All rows of a bucket (its flush files, in order)."""
-    fs, folder = url_to_fs(path)
-    tables = []
-    for name in sorted(fs.ls(folder, detail=False)):
-        if name.endswith(".parquet"):
-            with fs.open(name, "rb") as fh:
-                tables.append(pq.read_table(fh))
-    return pa.concat_tables(tables)
+    return read_folder(part.bucket_path(bucket), fs=part.fs)
+
+
+def cut_all_parts(part: Partition, part_rows: int) -> None:
+    """Fill ``part.parts``: each bucket as it is, or cut into parts (see :mod:`.parts`)."""
+    part.parts = [ref for b in part.buckets
+                  for ref in cut_parts(part.fs, part.bucket_path(b), b, part.bucket_rows[b],
+                                       part_rows)]
+    part.meta["parts"] = len(part.parts)

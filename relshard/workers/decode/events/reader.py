@@ -5,18 +5,31 @@ value in row nine million that does not match the type Arrow guessed from the fi
 block cannot fail the whole file; typing happens per batch, and a bad value becomes a
 reject row, not an error. JSON Lines are read in chunks of lines, each parsed by
 Arrow on its own. Memory is a few batches, however long the log.
+
+Broken lines do not cost the log: a CSV line with the wrong number of fields or
+bytes that are not UTF-8, or a JSON line that does not parse or is not an object,
+becomes a ``malformed`` row (rejected with its row number and text) and reading goes
+on. Arrow's fast readers stop at the first such line, so from there the reader
+switches to a careful path: it splits the rest into lines itself, parses chunks of
+lines with Arrow, and matches what Arrow refused back to line numbers (only logs
+that have a broken line pay for it). Row numbers count the non-empty data lines
+(the header excluded), which is what Arrow counts, on both paths.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -30,6 +43,17 @@ BATCH_ROWS = 262_144
 # retained by the allocator); the pre-pass is ~25% slower for it.
 _BLOCK_BYTES = 1 << 20
 _JSON_CHUNK_BYTES = 1 << 24
+_CAREFUL_CHUNK_BYTES = 1 << 22
+
+
+@dataclass
+class LogBatch:
+    """Rows read from a log: ``batch`` (the wanted columns, as read), ``rows`` their 0-based
+    data-row numbers, ``malformed`` the lines among them that could not be read."""
+
+    batch: pa.RecordBatch
+    rows: np.ndarray
+    malformed: list[tuple[int, str]] = field(default_factory=list)  # (row, why)
 
 
 class UnreadableLog(Exception):
@@ -82,63 +106,241 @@ def _check_columns(uri: str, present: list[str], wanted: list[str]) -> None:
                         "fix sources[].events.")
 
 
-def _csv_batches(fh: IO[bytes], uri: str, wanted: list[str]) -> Iterator[pa.RecordBatch]:
+def _csv_options(wanted: list[str], uri: str, column_type: pa.DataType = pa.string(),
+                 on_invalid: Any = None) -> tuple[Any, Any]:
     delimiter = "\t" if ".tsv" in uri.lower() else ","
-    try:
-        reader = pacsv.open_csv(
-            fh,
-            read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=wanted, column_types={c: pa.string() for c in wanted},
-                include_missing_columns=False, strings_can_be_null=True,
-                quoted_strings_can_be_null=True),
-        )
-    except pa.ArrowKeyError:  # a named column is not in the header
-        raise SpecError(f"Event log {uri!r} has no column(s) named in sources[].events "
-                        f"({wanted}); fix sources[].events to match its header.") from None
-    _check_columns(uri, reader.schema.names, wanted)
-    yield from reader
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False,
+                               invalid_row_handler=on_invalid)
+    convert = pacsv.ConvertOptions(
+        include_columns=wanted, column_types={c: column_type for c in wanted},
+        include_missing_columns=False, strings_can_be_null=True, quoted_strings_can_be_null=True)
+    return parse, convert
 
 
-def _jsonl_batches(fh: IO[bytes], uri: str, wanted: list[str]) -> Iterator[pa.RecordBatch]:
-    buf = io.BufferedReader(fh) if not isinstance(fh, io.BufferedIOBase) else fh
-    checked = False
+class _Counter:
+    """Numbers the rows of the fast path."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self, n: int) -> np.ndarray:
+        rows = np.arange(self.next, self.next + n, dtype=np.int64)
+        self.next += n
+        return rows
+
+
+def _csv_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
+    count = _Counter()
+    with _opened(uri) as fh:
+        parse, convert = _csv_options(wanted, uri)
+        try:
+            reader = pacsv.open_csv(fh, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
+                                    parse_options=parse, convert_options=convert)
+        except pa.ArrowKeyError:  # a named column is not in the header
+            raise SpecError(f"Event log {uri!r} has no column(s) named in sources[].events "
+                            f"({wanted}); fix sources[].events to match its header.") from None
+        except pa.ArrowInvalid:  # a broken line in the first block
+            reader = None
+        if reader is not None:
+            _check_columns(uri, reader.schema.names, wanted)
+            try:
+                for batch in reader:
+                    yield LogBatch(batch, count.take(batch.num_rows))
+                return
+            except pa.ArrowInvalid:
+                pass  # a broken line: go on carefully from the first row not yet read
+    yield from _csv_careful(uri, wanted, skip=count.next)
+
+
+def _data_lines(fh: IO[bytes], skip_header: bool) -> Iterator[tuple[bytes | None, list[bytes]]]:
+    """(header, a chunk of complete non-empty lines) in order; the header comes first."""
+    header: bytes | None = None
+    rest = b""
     while True:
-        chunk = buf.read(_JSON_CHUNK_BYTES)
-        if not chunk:
-            break
-        tail = buf.readline()
-        chunk += tail
-        table = pajson.read_json(io.BytesIO(chunk))
-        if not checked:
-            _check_columns(uri, table.column_names, wanted)
-            checked = True
-        cols = {c: table.column(c) if c in table.column_names
-                else pa.nulls(table.num_rows, pa.string()) for c in wanted}
-        yield from pa.table(cols).to_batches(max_chunksize=BATCH_ROWS)
+        block = fh.read(_CAREFUL_CHUNK_BYTES)
+        data = rest + block
+        if not block:
+            cut = len(data)
+        else:
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                rest = data
+                continue
+        rest = data[cut:]
+        lines = [ln.rstrip(b"\r") for ln in data[:cut].split(b"\n")]
+        lines = [ln for ln in lines if ln]
+        if skip_header and header is None and lines:
+            header, lines = lines[0], lines[1:]
+        if lines:
+            yield header, lines
+        if not block:
+            return
 
 
-def _parquet_batches(fh: IO[bytes], uri: str, wanted: list[str]) -> Iterator[pa.RecordBatch]:
-    pf = pq.ParquetFile(fh)
-    _check_columns(uri, pf.schema_arrow.names, wanted)
-    yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
+def _csv_careful(uri: str, wanted: list[str], skip: int) -> Iterator[LogBatch]:
+    row = 0
+    with _opened(uri) as fh:
+        for header, lines in _data_lines(fh, skip_header=True):
+            if row + len(lines) <= skip:
+                row += len(lines)
+                continue
+            drop = max(0, skip - row)
+            row += drop
+            yield _csv_chunk(uri, wanted, header or b"", lines[drop:], row)
+            row += len(lines) - drop
 
 
-def iter_batches(uri: str, cols: EventColumns) -> Iterator[pa.RecordBatch]:
-    """Record batches of the wanted columns, in file order."""
-    fmt = log_format(uri, cols.format)
-    wanted = wanted_columns(cols)
-    readers: dict[str, Any] = {"csv": _csv_batches, "jsonl": _jsonl_batches,
-                               "parquet": _parquet_batches}
+def _csv_chunk(uri: str, wanted: list[str], header: bytes, lines: list[bytes],
+               first: int) -> LogBatch:
+    """Parse ``lines`` (rows ``first``...) with Arrow; what it refuses becomes malformed."""
+    refused: list[str] = []
+
+    def on_invalid(bad: Any) -> str:
+        refused.append(bad.text)
+        return "skip"
+
+    parse, convert = _csv_options(wanted, uri, pa.binary(), on_invalid)
+    table = pacsv.read_csv(io.BytesIO(header + b"\n" + b"\n".join(lines) + b"\n"),
+                           read_options=pacsv.ReadOptions(use_threads=False),
+                           parse_options=parse, convert_options=convert)
+    _check_columns(uri, table.column_names, wanted)
+    malformed: list[tuple[int, str]] = []
+    bad_at: set[int] = set()
+    i = 0
+    for text in refused:  # Arrow refuses lines in order: find each one's position
+        while i < len(lines) and lines[i].decode("utf-8", "replace") != text:
+            i += 1
+        if i == len(lines):
+            raise UnreadableLog("could not match a malformed line to its position")
+        fields = len(text.split(parse.delimiter))
+        malformed.append((first + i, f"has {fields} fields where the header has "
+                          f"{len(header.split(parse.delimiter.encode()))}: {text[:80]!r}"))
+        bad_at.add(i)
+        i += 1
+    rows = np.array([first + k for k in range(len(lines)) if k not in bad_at], dtype=np.int64)
+    if len(rows) != table.num_rows:
+        raise UnreadableLog("lines and parsed rows do not line up")
+    return _utf8_rows(table.select(wanted), rows, malformed)
+
+
+def _utf8_rows(table: pa.Table, rows: np.ndarray,
+               malformed: list[tuple[int, str]]) -> LogBatch:
+    """Cast binary columns to strings; rows with bytes that are not UTF-8 become malformed."""
+    ok = np.ones(table.num_rows, dtype=bool)
+    cols = []
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        try:
+            cols.append(pc.cast(col, pa.string()))
+            continue
+        except pa.ArrowInvalid:
+            pass
+        values = []
+        for k, v in enumerate(col.to_pylist()):
+            try:
+                values.append(None if v is None else v.decode("utf-8"))
+            except UnicodeDecodeError:
+                values.append(None)
+                if ok[k]:
+                    malformed.append((int(rows[k]), f"column {name!r} is not UTF-8 text: "
+                                      f"{v[:40]!r}"))
+                ok[k] = False
+        cols.append(pa.array(values, pa.string()))
+    out = pa.table(cols, names=table.column_names).filter(pa.array(ok))
+    malformed.sort()
+    batch = out.combine_chunks().to_batches()
+    empty = pa.RecordBatch.from_pylist([], schema=out.schema)
+    return LogBatch(batch[0] if batch else empty, rows[ok], malformed)
+
+
+def _jsonl_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
+    checked = False
+    row = 0
+    with _opened(uri) as fh:
+        buf = io.BufferedReader(fh) if not isinstance(fh, io.BufferedIOBase) else fh
+        while True:
+            chunk = buf.read(_JSON_CHUNK_BYTES)
+            if not chunk:
+                break
+            chunk += buf.readline()
+            try:
+                table = pajson.read_json(io.BytesIO(chunk))
+            except pa.ArrowInvalid:
+                out = _jsonl_careful(chunk, wanted, row)
+                row = out.rows[-1] + 1 if len(out.rows) else row
+                row = max([row, *(r + 1 for r, _ in out.malformed)])
+                yield out
+                continue
+            if not checked:
+                _check_columns(uri, table.column_names, wanted)
+                checked = True
+            cols = {c: table.column(c) if c in table.column_names
+                    else pa.nulls(table.num_rows, pa.string()) for c in wanted}
+            for batch in pa.table(cols).to_batches(max_chunksize=BATCH_ROWS):
+                yield LogBatch(batch, np.arange(row, row + batch.num_rows, dtype=np.int64))
+                row += batch.num_rows
+
+
+def _json_text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v
+    return json.dumps(v) if isinstance(v, dict | list) else str(v)
+
+
+def _jsonl_careful(chunk: bytes, wanted: list[str], first: int) -> LogBatch:
+    """A chunk Arrow refused, line by line: values as text, bad lines malformed."""
+    lines = [ln for ln in (x.strip() for x in chunk.split(b"\n")) if ln]
+    values: dict[str, list[str | None]] = {c: [] for c in wanted}
+    rows, malformed = [], []
+    for k, line in enumerate(lines):
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            malformed.append((first + k, f"is not JSON ({exc.msg}): {line[:80]!r}"))
+            continue
+        if not isinstance(obj, dict):
+            malformed.append((first + k, f"is not a JSON object: {line[:80]!r}"))
+            continue
+        for c in wanted:
+            values[c].append(_json_text(obj.get(c)))
+        rows.append(first + k)
+    table = pa.table({c: pa.array(v, pa.string()) for c, v in values.items()})
+    batch = table.combine_chunks().to_batches()
+    empty = pa.RecordBatch.from_pylist([], schema=table.schema)
+    return LogBatch(batch[0] if batch else empty, np.array(rows, dtype=np.int64), malformed)
+
+
+def _parquet_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
+    count = _Counter()
+    with _opened(uri) as fh:
+        pf = pq.ParquetFile(fh)
+        _check_columns(uri, pf.schema_arrow.names, wanted)
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+            yield LogBatch(batch, count.take(batch.num_rows))
+
+
+@contextmanager
+def _opened(uri: str) -> Iterator[IO[bytes]]:
     try:
         opened = _open(uri)
         fh = opened.__enter__()
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise UnreadableLog(f"cannot be opened: {str(exc)[:300]}") from None
     try:
-        yield from readers[fmt](fh, uri, wanted)
-    except (pa.ArrowInvalid, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise UnreadableLog(f"cannot be read as {fmt}: {str(exc)[:300]}") from None
+        yield fh
     finally:
         opened.__exit__(None, None, None)
+
+
+def iter_batches(uri: str, cols: EventColumns) -> Iterator[LogBatch]:
+    """The log's rows in file order, in batches of the wanted columns (see the module doc)."""
+    fmt = log_format(uri, cols.format)
+    wanted = wanted_columns(cols)
+    readers: dict[str, Any] = {"csv": _csv_batches, "jsonl": _jsonl_batches,
+                               "parquet": _parquet_batches}
+    try:
+        yield from readers[fmt](uri, wanted)
+    except (pa.ArrowInvalid, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise UnreadableLog(f"cannot be read as {fmt}: {str(exc)[:300]}") from None

@@ -1,21 +1,24 @@
-"""The events stage: a bucket of an event log in, its windows out as samples.
+"""The events stage: a bucket (or part of one) of an event log in, its windows out as samples.
 
-Inputs come from the pre-pass (:mod:`.partition`, via :mod:`.listing`): a bucket
-input carries, in private ``extra`` keys, the path of its bucket file and of its
-log's ``meta.json`` (vocabulary, time format, whole-log fit); a bad-row input
-carries its reject reason and is rejected here. For a bucket: sort by (sequence,
-time, row), cut each sequence into windows, fit the window's Hawkes relations with
-the log's decay, and build one sample per window:
+Inputs come from the pre-pass (:mod:`.partition`, :mod:`.parts`, via :mod:`.listing`):
+an input carries, in private ``extra`` keys, the folder of its rows and the path of
+its log's ``meta.json`` (vocabulary, time format, whole-log fit), and for a part of a
+bucket where it sits in its first and last sequence; a bad-row input carries its
+reject reason and is rejected here. For a bucket or part: sort by (sequence, time,
+row), read ahead into the following parts when its last sequence goes on, cut each
+sequence into the windows that start here, fit every window's Hawkes relations with
+the log's decay (:mod:`relshard.workers.relations.batch`), and build one sample per
+window:
 
 - ``KEY.times.npy`` float64 seconds since the epoch (UTC), ``KEY.types.npy`` int64
   vocabulary ids, ``KEY.marks.npy`` float64 ``(n, M)`` when marks are configured
-  (all written with ``allow_pickle=False``);
+  (all plain ``.npy``, version 1.0, no pickle);
 - the record: ``source.sequence``, ``window_index``, ``event_count``, ``time_span``;
   types as subjects/attributes, ``excites`` relations, captions (see
   :mod:`relshard.workers.relations.describe`).
 
 Keys: ``SEQKEY_wNNNNNN`` where ``SEQKEY`` derives from the log's key and the
-sequence id, so they are stable across runs and bucket counts.
+sequence id, so they are stable across runs, bucket counts and part sizes.
 """
 
 from __future__ import annotations
@@ -27,24 +30,26 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from fsspec.core import url_to_fs
 
 from relshard.record import Provenance, SourceInfo, make_input_key, window_key
 from relshard.spec import DecodeSpec, Resources
-from relshard.workers.decode.events.partition import read_bucket
-from relshard.workers.decode.events.windows import windows
+from relshard.workers.decode.events.parts import KEY, part_folder, read_folder
+from relshard.workers.decode.events.windows import SeqContext, owned_windows, rows_needed
 from relshard.workers.item import SampleDraft, WorkItem
-from relshard.workers.relations.batch import fit_windows, window_excitations
+from relshard.workers.relations.batch import fit_window_ranges, window_edges
 from relshard.workers.relations.describe import captions, entities, excitation_relations
 from relshard.workers.relations.hawkes import Excitation
-from relshard.workers.relations.source_fit import sorted_sequences
+from relshard.workers.relations.source_fit import sequence_bounds
 from relshard.workers.stage import Stage
 
 STAGE = "decode"
 BUCKET_KEY = "_events_bucket"
 REJECT_KEY = "_events_reject"
 WINDOW_FIT_ITER = 30
-FIT_CHUNK = 2048
+FIT_CHUNK = 4096
 WINDOW_FIT_TOL = 1e-3
 
 
@@ -55,28 +60,55 @@ def load_meta(path: str) -> dict[str, Any]:
         return json.load(fh)
 
 
-def npy(arr: np.ndarray) -> bytes:
+@lru_cache(maxsize=64)
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": False, "shape": shape})
     return buf.getvalue()
 
 
+def npy(arr: np.ndarray) -> bytes:
+    """The ``.npy`` bytes of ``arr`` (what ``np.save(..., allow_pickle=False)`` writes)."""
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.hasobject:
+        raise ValueError("object arrays are not stored")
+    return _npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape) + arr.tobytes()
+
+
+def _context(bucket: dict[str, Any], seq: str) -> SeqContext:
+    """Where this input's rows of ``seq`` sit in the whole sequence."""
+    fields: dict[str, Any] = {}
+    if bucket.get("first") and seq == bucket.get("first_seq"):
+        fields.update(bucket["first"])
+    if bucket.get("last") and seq == bucket.get("last_seq"):
+        fields.update(bucket["last"])
+    return SeqContext(**fields)
+
+
 class EventWindower:
-    """Builds the samples of one bucket input."""
+    """Builds the samples of one bucket (or part) input."""
 
     def __init__(self, decode: DecodeSpec) -> None:
         self.cfg = decode.window
         self.fit = self.cfg.fit_relations if self.cfg else True
         self.min_weight = self.cfg.min_weight if self.cfg else 0.1
         self.min_confidence = self.cfg.min_confidence if self.cfg else 0.99
+        # windows of a log repeat a few sets of types: their entities are built once
+        # (shared, never mutated: events samples skip the annotate stages)
+        self._entities: dict[tuple[str, tuple[int, ...]], Any] = {}
 
-    def samples(self, item: WorkItem, bucket: dict[str, str]) -> list[SampleDraft]:
+    def samples(self, item: WorkItem, bucket: dict[str, Any]) -> list[SampleDraft]:
         meta = load_meta(bucket["meta"])
         vocab: list[str] = meta["vocab"]
         fit = meta.get("source_fit") or {}
         if not (fit.get("fitted") and self.fit):
             fit = {}
-        table, ids, bounds = sorted_sequences(read_bucket(bucket["path"]), vocab)
+        table = read_folder(bucket["path"]).sort_by(KEY)
+        n_local = table.num_rows
+        if bucket.get("last"):
+            table = self._read_ahead(table, bucket)
+        ids, bounds = sequence_bounds(table, vocab)
         times = table.column("t").to_numpy()
         marks = (np.column_stack([table.column(f"m{i}").to_numpy()
                                   for i in range(len(meta["marks"]))])
@@ -84,43 +116,82 @@ class EventWindower:
         seqs = table.column("seq")
         cut: list[tuple[str, str | None, int, int, int]] = []  # key, sequence, index, lo, hi
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            if b <= a:
+            if b <= a or a >= n_local:
                 continue
-            name = seqs[int(a)].as_py() or None
+            seq = seqs[int(a)].as_py()
+            name = seq or None
             seq_key = make_input_key(f"seq/{name or ''}", prefix=meta["input_key"])
-            for idx, lo, hi in windows(times[a:b], self.cfg):
+            owned = owned_windows(times[a:b], int(min(b, n_local) - a), _context(bucket, seq),
+                                  self.cfg)
+            for idx, lo, hi in owned:
                 cut.append((window_key(seq_key, idx), name, idx, int(a + lo), int(a + hi)))
-        edges = self._edges([(times[lo:hi], ids[lo:hi]) for _, _, _, lo, hi in cut], fit)
+        edges = self._edges(times, ids, cut, fit)
+        beta = fit.get("beta")
+        prov = self._provenance(beta)
         return [
             self._sample(meta, key, name, idx, times[lo:hi], ids[lo:hi],
-                         marks[lo:hi] if marks is not None else None, fit.get("beta"), found)
+                         marks[lo:hi] if marks is not None else None, prov, found)
             for (key, name, idx, lo, hi), found in zip(cut, edges, strict=True)
         ]
 
-    def _edges(self, wins: list[tuple[np.ndarray, np.ndarray]],
+    def _read_ahead(self, table: pa.Table, bucket: dict[str, Any]) -> pa.Table:
+        """Append the following parts' rows of the last sequence that the windows starting
+        here need (only that sequence can go on past this part)."""
+        seq = bucket["last_seq"]
+        mine = pc.equal(table.column("seq"), seq).to_numpy(zero_copy_only=False)
+        own_t = table.column("t").to_numpy()[mine]
+        need, until = rows_needed(own_t, len(own_t), _context(bucket, seq), self.cfg)
+        have, last_t = len(own_t), float(own_t[-1])
+        fs, _ = url_to_fs(bucket["bucket_path"])
+        more = [table]
+        for q in range(int(bucket["index"]) + 1, int(bucket["n_parts"])):
+            if have >= need and last_t >= until:
+                break
+            folder = part_folder(bucket["bucket_path"], q)
+            if not fs.exists(url_to_fs(folder)[1]):
+                continue
+            nxt = read_folder(folder)
+            rows = nxt.filter(pc.equal(nxt.column("seq"), seq)).sort_by(KEY)
+            if rows.num_rows:
+                more.append(rows)
+                have += rows.num_rows
+                last_t = float(pc.max(rows.column("t")).as_py())
+            if rows.num_rows < nxt.num_rows:  # the sequence ends in this part
+                break
+        return pa.concat_tables(more) if len(more) > 1 else table
+
+    def _edges(self, times: np.ndarray, ids: np.ndarray,
+               cut: list[tuple[str, str | None, int, int, int]],
                fit: dict[str, Any]) -> list[list[Excitation]]:
-        """Per window: the fitted excitations (vectorized over windows, in chunks)."""
-        if not fit or not wins:
-            return [[] for _ in wins]
+        """Per window: the fitted excitations (compiled EM per window, in chunks)."""
+        if not fit or not cut:
+            return [[] for _ in cut]
         fitted = np.asarray(fit["types"], dtype=np.int64)
-        remap = np.full(int(fitted.max()) + 1 if len(fitted) else 1, -1, dtype=np.int64)
+        remap = np.full(max(int(ids.max(initial=0)), int(fitted.max(initial=0))) + 1, -1,
+                        dtype=np.int64)
         remap[fitted] = np.arange(len(fitted))
-        init = (np.asarray(fit["mu"]), np.asarray(fit["alpha"]))
+        u = np.where(ids >= 0, remap[np.maximum(ids, 0)], -1)
+        init = (np.asarray(fit["mu"], dtype=np.float64),
+                np.asarray(fit["alpha"], dtype=np.float64))
+        spans = np.array([(lo, hi) for *_, lo, hi in cut], dtype=np.int64)
         out: list[list[Excitation]] = []
-        for start in range(0, len(wins), FIT_CHUNK):
-            chunk = [(t, np.where(u < len(remap), remap[np.minimum(u, len(remap) - 1)], -1))
-                     for t, u in wins[start:start + FIT_CHUNK]]
-            _, alpha, stderr = fit_windows(chunk, len(fitted), fit["beta"], init,
-                                           max_iter=WINDOW_FIT_ITER, tol=WINDOW_FIT_TOL)
-            for w, (t, u) in enumerate(chunk):
-                present = np.unique(u[u >= 0])
-                out.append(window_excitations(alpha[w], stderr[w], present, fitted, fit["beta"],
-                                              self.min_weight, self.min_confidence)
-                           if len(t) >= 3 else [])
+        for start in range(0, len(cut), FIT_CHUNK):
+            chunk = spans[start:start + FIT_CHUNK]
+            fits = fit_window_ranges(times, u, chunk[:, 0], chunk[:, 1], len(fitted),
+                                     fit["beta"], init, max_iter=WINDOW_FIT_ITER,
+                                     tol=WINDOW_FIT_TOL)
+            out.extend(window_edges(fits, fitted, fit["beta"], self.min_weight,
+                                    self.min_confidence))
         return out
 
+    @staticmethod
+    def _provenance(beta: float | None) -> Provenance:
+        method = (f"multivariate Hawkes, exponential kernel (beta={beta:.4g}/s from the whole "
+                  "log), EM" if beta else "no relation fit")
+        return Provenance(backend="hawkes", method=method, relshard_version=_version())
+
     def _sample(self, meta: dict[str, Any], key: str, seq: str | None, idx: int,
-                t: np.ndarray, u: np.ndarray, marks: np.ndarray | None, beta: float | None,
+                t: np.ndarray, u: np.ndarray, marks: np.ndarray | None, prov: Provenance,
                 edges: list[Excitation]) -> SampleDraft:
         vocab = meta["vocab"]
         source = SourceInfo(
@@ -129,22 +200,23 @@ class EventWindower:
             decoder="events", sequence=seq, window_index=idx, event_count=len(t),
             time_span=[float(t[0]), float(t[-1])], duration=float(t[-1] - t[0]),
         )
-        present = sorted({int(v) for v in np.unique(u)})
-        subjects, attributes, typed = entities(present, vocab)
-        caption, rel = captions(edges, vocab, len(t), float(t[-1] - t[0]), seq, present)
-        method = (f"multivariate Hawkes, exponential kernel (beta={beta:.4g}/s from the whole "
-                  "log), EM" if beta else "no relation fit")
+        present = tuple(int(v) for v in np.unique(u))
+        cache_key = (meta["input_key"], present)
+        if cache_key not in self._entities:
+            if len(self._entities) > 4096:
+                self._entities.clear()
+            self._entities[cache_key] = entities(present, vocab)
+        subjects, attributes, typed = self._entities[cache_key]
+        caption, rel = captions(edges, vocab, len(t), float(t[-1] - t[0]), seq, list(present))
         draft = SampleDraft(
-            key=key, source=source, subjects=subjects, attributes=attributes,
-            relations=typed + excitation_relations(edges), caption=caption,
-            relational_caption=rel,
-            provenance=Provenance(backend="hawkes", method=method,
-                                  relshard_version=_version()),
+            key=key, source=source, subjects=list(subjects), attributes=list(attributes),
+            relations=[*typed, *excitation_relations(edges)], caption=caption,
+            relational_caption=rel, provenance=prov,
         )
-        draft.add_member("times.npy", npy(t.astype(np.float64)))
-        draft.add_member("types.npy", npy(u.astype(np.int64)))
+        draft.add_member("times.npy", npy(t.astype(np.float64, copy=False)))
+        draft.add_member("types.npy", npy(u.astype(np.int64, copy=False)))
         if marks is not None:
-            draft.add_member("marks.npy", npy(marks.astype(np.float64)))
+            draft.add_member("marks.npy", npy(marks.astype(np.float64, copy=False)))
         return draft
 
 

@@ -10,10 +10,20 @@ cover ``[t0 + kS, t0 + kS + D)`` until a window reaches the last event; windows
 with fewer than ``min_events`` events are skipped, but keep their index, so a
 window's index always means the same time range.
 
-Both return ``(index, start, stop)`` triples of positions, with stable indices.
+A sequence too long for one worker is cut into consecutive parts (see
+:mod:`.parts`); each part owns the windows whose first event it holds, and reads
+ahead into the following parts for the rest of them. :class:`SeqContext` says
+where the part's rows sit in their sequence, so that every part computes the same
+windows, with the same indices, as one pass over the whole sequence would.
+
+All functions return ``(index, start, stop)`` triples of positions into the times
+they were given, with stable indices.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,42 +32,96 @@ from relshard.spec import EventWindow
 DEFAULT_WINDOW = EventWindow(events=256, stride=128)
 
 
-def count_windows(n: int, size: int, stride: int) -> list[tuple[int, int, int]]:
-    if n == 0:
-        return []
-    out = []
-    start, idx = 0, 0
-    while True:
-        stop = min(start + size, n)
-        out.append((idx, start, stop))
-        if stop >= n:
-            return out
-        start += stride
-        idx += 1
+@dataclass(frozen=True)
+class SeqContext:
+    """Where a run of rows sits in its whole sequence (defaults: it is the whole sequence)."""
+
+    offset: int = 0  # rows of the sequence before this run
+    t0: float | None = None  # the sequence's first time (None: the run's first)
+    t_prev: float | None = None  # the last time before this run (None: nothing before)
+    total: int | None = None  # rows of the whole sequence (None: the run is its end)
+    t_last: float | None = None  # the sequence's last time (None: the run's last)
 
 
-def time_windows(times: np.ndarray, span: float, stride: float,
+WHOLE = SeqContext()
+
+
+def _count_owned(n_local: int, avail: int, ctx: SeqContext, size: int, stride: int,
                  min_events: int) -> list[tuple[int, int, int]]:
-    if len(times) == 0:
+    total = ctx.total if ctx.total is not None else ctx.offset + avail
+    if n_local == 0 or total == 0:
         return []
-    t0, t_last = float(times[0]), float(times[-1])
+    last_k = max(0, math.ceil((total - size) / stride))  # the window that reaches the end
+    first_k = -(-ctx.offset // stride)
+    stop_k = min(last_k, (ctx.offset + n_local - 1) // stride)
+    out = []
+    for k in range(first_k, stop_k + 1):
+        start = k * stride
+        stop = min(start + size, total)
+        if stop - start >= min_events:
+            out.append((k, start - ctx.offset, stop - ctx.offset))
+    return out
+
+
+def _time_owned(times: np.ndarray, n_local: int, ctx: SeqContext, span: float, stride: float,
+                min_events: int) -> list[tuple[int, int, int]]:
+    if n_local == 0:
+        return []
+    t0 = float(times[0]) if ctx.t0 is None else ctx.t0
+    t_last = float(times[-1]) if ctx.t_last is None else ctx.t_last
     n_win = int(np.floor(max(t_last - t0 - span, 0.0) / stride)) + 1
     if t0 + (n_win - 1) * stride + span <= t_last:
         n_win += 1
     begins = t0 + stride * np.arange(n_win)
-    starts = np.searchsorted(times, begins, side="left")
-    stops = np.searchsorted(times, begins + span, side="left")
-    stops[-1] = len(times) if begins[-1] + span > t_last else stops[-1]
-    return [(i, int(a), int(b)) for i, (a, b) in enumerate(zip(starts, stops, strict=True))
+    # a window is owned here when its first event is: begin after everything before
+    # this run, and at or before this run's last event
+    owned = begins <= times[n_local - 1]
+    if ctx.t_prev is not None:
+        owned &= begins > ctx.t_prev
+    ks = np.flatnonzero(owned)
+    starts = np.searchsorted(times, begins[ks], side="left")
+    stops = np.searchsorted(times, begins[ks] + span, side="left")
+    return [(int(k), int(a), int(b)) for k, a, b in zip(ks, starts, stops, strict=True)
             if b - a >= min_events]
 
 
-def windows(times: np.ndarray, cfg: EventWindow | None) -> list[tuple[int, int, int]]:
-    """The windows of one sorted sequence under ``cfg`` (None: 256 events, stride 128)."""
+def owned_windows(times: np.ndarray, n_local: int, ctx: SeqContext,
+                  cfg: EventWindow | None) -> list[tuple[int, int, int]]:
+    """The windows whose first event is among ``times[:n_local]``.
+
+    ``times`` holds the run's rows and then any rows read ahead from later parts;
+    the caller reads ahead until :func:`rows_needed` is satisfied.
+    """
     cfg = cfg or DEFAULT_WINDOW
     if cfg.events is not None:
         stride = int(cfg.stride) if cfg.stride else cfg.events
-        wins = count_windows(len(times), cfg.events, stride)
-        return [w for w in wins if w[2] - w[1] >= cfg.min_events]
+        return _count_owned(n_local, len(times), ctx, cfg.events, stride, cfg.min_events)
     assert cfg.seconds is not None
-    return time_windows(times, cfg.seconds, cfg.stride or cfg.seconds, cfg.min_events)
+    return _time_owned(times, n_local, ctx, cfg.seconds, cfg.stride or cfg.seconds,
+                       cfg.min_events)
+
+
+def rows_needed(times: np.ndarray, n_local: int, ctx: SeqContext,
+                cfg: EventWindow | None) -> tuple[int, float]:
+    """What the owned windows need beyond the run: ``(rows, until)``: at least ``rows``
+    rows in all, and every row before time ``until`` (``-inf``: none)."""
+    cfg = cfg or DEFAULT_WINDOW
+    if n_local == 0:
+        return 0, -math.inf
+    if cfg.events is not None:
+        stride = int(cfg.stride) if cfg.stride else cfg.events
+        total = ctx.total if ctx.total is not None else ctx.offset + n_local
+        last_start = ((ctx.offset + n_local - 1) // stride) * stride
+        last_k = max(0, math.ceil((total - cfg.events) / stride))
+        last_start = min(last_start, last_k * stride)
+        return min(last_start + cfg.events, total) - ctx.offset, -math.inf
+    assert cfg.seconds is not None
+    stride_s = cfg.stride or cfg.seconds
+    t0 = float(times[0]) if ctx.t0 is None else ctx.t0
+    k = math.floor((float(times[n_local - 1]) - t0) / stride_s) + 1  # +1: rounding margin
+    return n_local, t0 + k * stride_s + cfg.seconds
+
+
+def windows(times: np.ndarray, cfg: EventWindow | None) -> list[tuple[int, int, int]]:
+    """The windows of one whole sorted sequence under ``cfg`` (None: 256 events, stride 128)."""
+    return owned_windows(times, len(times), WHOLE, cfg)

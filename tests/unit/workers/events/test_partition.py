@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ def rows():
 
 
 def _events(part) -> dict[str, np.ndarray]:
-    tables = [read_bucket(part.bucket_path(b)) for b in part.buckets]
+    tables = [read_bucket(part, b) for b in part.buckets]
     t = pa.concat_tables(tables).sort_by([("seq", "ascending"), ("t", "ascending")])
     return {c: t.column(c).to_numpy(zero_copy_only=False) for c in ("seq", "t", "type", "m0")}
 
@@ -54,7 +55,7 @@ def test_a_sequence_lands_in_exactly_one_bucket(tmp_path, rows):
     part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"))
     seen: dict[str, int] = {}
     for b in part.buckets:
-        for seq in set(read_bucket(part.bucket_path(b)).column("seq").to_pylist()):
+        for seq in set(read_bucket(part, b).column("seq").to_pylist()):
             assert seen.setdefault(seq, b) == b
     assert set(seen) == {"north", "south", "east", "west"}
 
@@ -76,7 +77,7 @@ def test_one_sequence_per_file_without_a_sequence_column(tmp_path, rows):
     cols = EventColumns(time="time", type="mag_class")
     part = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
     assert part.buckets == [0]
-    assert set(read_bucket(part.bucket_path(0)).column("seq").to_pylist()) == {""}
+    assert set(read_bucket(part, 0).column("seq").to_pylist()) == {""}
 
 
 def test_memory_stays_bounded_by_flushing_buckets(tmp_path, rows, monkeypatch):
@@ -84,10 +85,10 @@ def test_memory_stays_bounded_by_flushing_buckets(tmp_path, rows, monkeypatch):
     monkeypatch.setattr("relshard.workers.decode.events.reader.BATCH_ROWS", 64)
     path = write_parquet(tmp_path / "log.parquet", rows)
     part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"))
-    files = sum(len(list(Path(part.bucket_path(b)).glob("part-*.parquet")))
+    files = sum(len(list(Path(part.bucket_path(b)).glob("flush-*.parquet")))
                 for b in part.buckets)
     assert files > len(part.buckets)  # written in several flushes, not held to the end
-    assert sum(read_bucket(part.bucket_path(b)).num_rows for b in part.buckets) == len(rows)
+    assert sum(read_bucket(part, b).num_rows for b in part.buckets) == len(rows)
 
 
 def test_corrupt_logs_are_unreadable_and_missing_columns_are_spec_errors(tmp_path, rows):
@@ -113,7 +114,7 @@ def test_marks_that_are_not_numbers_become_nan(tmp_path, rows):
     path = tmp_path / "log.csv"
     path.write_text(text)
     part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"))
-    table = read_bucket(part.bucket_path(part.buckets[0]))
+    table = read_bucket(part, part.buckets[0])
     assert np.isnan(table.column("m0")[0].as_py()) and table.column("m1")[0].as_py() == 4.0
     assert isinstance(Path(part.meta_path).read_text(), str)
 
@@ -125,3 +126,58 @@ def test_bucket_count_follows_the_file_size_when_the_listing_has_none(tmp_path, 
     cols = EventColumns(time="time", type="mag_class", sequence="region")
     part = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
     assert part.meta["buckets"] == path.stat().st_size // 10_000 > 1
+
+
+def _broken_csv(path: Path, rows: list[dict], broken: dict[int, bytes]) -> Path:
+    """A CSV whose data rows at 1-based positions ``broken`` are replaced by raw bytes."""
+    lines = [b"region,time,mag_class,depth,mag"]
+    for i, r in enumerate(rows, start=1):
+        lines.append(broken.get(i) or
+                     f"{r['region']},{r['epoch']},{r['mag_class']},{r['depth']},{r['mag']}"
+                     .encode())
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("first_broken", [3, 700])  # in the first block, or after a few
+def test_broken_csv_lines_are_malformed_rows_and_the_log_goes_on(tmp_path, rows, monkeypatch,
+                                                                 first_broken):
+    monkeypatch.setattr("relshard.workers.decode.events.reader._BLOCK_BYTES", 4096)
+    monkeypatch.setattr("relshard.workers.decode.events.reader._CAREFUL_CHUNK_BYTES", 3000)
+    rows = rows[:1500]
+    broken = {first_broken: b"north,1700000000", 900: b"a,b,c,d,e,f,g",
+              1100: b"north,1700000000,M\xff\xfe,1,1", 1300: b"south,someday,M3,1,1"}
+    path = _broken_csv(tmp_path / "log.csv", rows, broken)
+    cols = EventColumns(time="time", type="mag_class", sequence="region", time_format="epoch_s",
+                        buckets=2)
+    part = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
+    assert part.unreadable is None
+    got = [(r.row, r.reason) for r in part.rejects]
+    assert got == [(first_broken, "malformed_row"), (900, "malformed_row"),
+                   (1100, "malformed_row"), (1300, "bad_time")]
+    assert "2 fields where the header has 5" in part.rejects[0].detail
+    assert "not UTF-8" in part.rejects[2].detail and "'someday'" in part.rejects[3].detail
+    assert part.meta["rows"] == len(rows) and part.meta["rows_ok"] == len(rows) - 4
+    kept = pa.concat_tables([read_bucket(part, b) for b in part.buckets])
+    assert sorted(kept.column("row").to_pylist()) == [i - 1 for i in range(1, len(rows) + 1)
+                                                      if i not in broken]
+
+
+def test_broken_json_lines_are_malformed_rows_with_their_numbers(tmp_path, rows):
+    path = tmp_path / "log.jsonl"
+    lines = [json.dumps({"region": r["region"], "time": r["epoch"], "mag_class": r["mag_class"],
+                         "depth": r["depth"], "mag": r["mag"]}) for r in rows[:40]]
+    lines[9] = '{"region": "north", "time": 17000'  # cut off
+    lines[19] = "[1, 2, 3]"  # JSON, not an object
+    lines[29] = json.dumps({"region": "north", "mag_class": "M3"})  # no time
+    path.write_text("\n".join(lines[:15]) + "\n\n" + "\n".join(lines[15:]) + "\n")
+    cols = EventColumns(time="time", type="mag_class", sequence="region", marks=["depth"],
+                        time_format="epoch_s")
+    part = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
+    got = [(r.row, r.reason) for r in part.rejects]
+    assert got == [(10, "malformed_row"), (20, "malformed_row"), (30, "missing_time")]
+    assert "is not JSON" in part.rejects[0].detail
+    assert "not a JSON object" in part.rejects[1].detail
+    assert part.meta["rows"] == 40 and part.meta["rows_ok"] == 37
+    kept = pa.concat_tables([read_bucket(part, b) for b in part.buckets])
+    assert kept.column("m0").null_count == 0

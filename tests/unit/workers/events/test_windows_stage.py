@@ -12,23 +12,62 @@ from relshard.shards.members import item_members
 from relshard.spec import DecodeSpec, EventColumns, EventWindow
 from relshard.workers.decode.events.listing import EventsExpander
 from relshard.workers.decode.events.stage import BUCKET_KEY, EventsStage, SkipEvents
-from relshard.workers.decode.events.windows import count_windows, time_windows, windows
+from relshard.workers.decode.events.windows import (
+    SeqContext,
+    owned_windows,
+    rows_needed,
+    windows,
+)
 from relshard.workers.item import InputRef, WorkItem
 from relshard.workers.stage import Stage
 from tests.unit.workers.events.logs import hawkes_rows, write_csv
 
 
+def _count(n: int, size: int, stride: int) -> list[tuple[int, int, int]]:
+    return windows(np.arange(float(n)), EventWindow(events=size, stride=stride, min_events=1))
+
+
 def test_count_windows_cover_the_tail_without_subset_windows():
-    assert count_windows(10, 4, 2) == [(0, 0, 4), (1, 2, 6), (2, 4, 8), (3, 6, 10)]
-    assert count_windows(9, 4, 4) == [(0, 0, 4), (1, 4, 8), (2, 8, 9)]
-    assert count_windows(3, 4, 2) == [(0, 0, 3)]
-    assert count_windows(0, 4, 2) == []
+    assert _count(10, 4, 2) == [(0, 0, 4), (1, 2, 6), (2, 4, 8), (3, 6, 10)]
+    assert _count(9, 4, 4) == [(0, 0, 4), (1, 4, 8), (2, 8, 9)]
+    assert _count(3, 4, 2) == [(0, 0, 3)]
+    assert _count(0, 4, 2) == []
+    assert _count(10, 2, 5) == [(0, 0, 2), (1, 5, 7)]  # stride beyond the window: gaps
 
 
 def test_time_windows_keep_their_index_when_empty_ones_are_skipped():
     t = np.array([0.0, 1, 2, 3, 10, 11, 12])
-    assert time_windows(t, 5.0, 5.0, 1) == [(0, 0, 4), (2, 4, 7)]
-    assert time_windows(t, 5.0, 2.5, 2) == [(0, 0, 4), (3, 4, 7)]
+    assert windows(t, EventWindow(seconds=5.0, min_events=1)) == [(0, 0, 4), (2, 4, 7)]
+    assert windows(t, EventWindow(seconds=5.0, stride=2.5, min_events=2)) == [
+        (0, 0, 4), (3, 4, 7)]
+
+
+@pytest.mark.parametrize("cfg", [
+    EventWindow(events=7, stride=3, min_events=1), EventWindow(events=5, min_events=3),
+    EventWindow(events=4, stride=9, min_events=1), EventWindow(seconds=6.0, stride=2.5),
+    EventWindow(seconds=4.0, min_events=1), EventWindow(seconds=1.0, stride=7.0, min_events=1),
+])
+def test_runs_of_a_sequence_read_ahead_to_the_same_windows_as_the_whole(cfg):
+    """Cut anywhere (ties in time across a cut included), each run owns the windows that
+    start in it; read ahead by rows_needed, together they are the whole sequence's."""
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        n = int(rng.integers(1, 60))
+        t = np.sort(np.round(rng.exponential(1.0, n).cumsum(), 0))  # rounding makes ties
+        want = windows(t, cfg)
+        cuts = np.unique(np.concatenate(([0, n], rng.integers(0, n, int(rng.integers(0, 5))))))
+        got = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            ctx = SeqContext(offset=int(a), t0=float(t[0]) if a else None,
+                             t_prev=float(t[a - 1]) if a else None,
+                             total=n if b < n else None, t_last=float(t[-1]) if b < n else None)
+            need, until = rows_needed(t[a:b], int(b - a), ctx, cfg)
+            stop = int(b)
+            while stop < n and (stop - a < need or t[stop - 1] < until):
+                stop += 1  # what reading the following parts adds
+            got += [(k, int(a + lo), int(a + hi))
+                    for k, lo, hi in owned_windows(t[a:stop], int(b - a), ctx, cfg)]
+        assert got == want, (trial, cuts.tolist(), t.tolist())
 
 
 def test_window_spec_needs_exactly_one_kind():

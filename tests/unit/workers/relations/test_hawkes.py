@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relshard.workers.relations.batch import fit_windows, window_excitations
+from relshard.workers.relations.batch import fit_window_ranges, fit_windows, window_edges
 from relshard.workers.relations.hawkes import excitation_sums, fit_hawkes
 from relshard.workers.relations.simulate import simulate_hawkes
 
@@ -66,16 +66,42 @@ def test_batched_window_fits_agree_with_one_by_one_fits(seqs):
     t, u = seqs[0]
     wins = [(t[i:i + 400], u[i:i + 400]) for i in range(0, 2000, 400)]
     glob = fit_hawkes(seqs, 3, beta=BETA)
-    _, alpha, stderr = fit_windows(wins, 3, BETA, (glob.mu, glob.alpha), max_iter=3000,
-                                   tol=1e-8)
+    fits = fit_windows(wins, 3, BETA, (glob.mu, glob.alpha), max_iter=3000, tol=1e-8)
     for w, (wt, wu) in enumerate(wins):
         one = fit_hawkes([(wt, wu)], 3, beta=BETA, init=(glob.mu, glob.alpha), max_iter=3000,
                          tol=1e-8)
-        np.testing.assert_allclose(alpha[w], one.alpha, atol=5e-3)
-        np.testing.assert_allclose(stderr[w], one.stderr, rtol=0.05)
-    edges = window_excitations(alpha[0], stderr[0], np.arange(3), np.array([10, 11, 12]), BETA,
-                               0.1, 0.9)
-    assert all(e.source in (10, 11, 12) and e.delay == pytest.approx(0.5) for e in edges)
+        np.testing.assert_allclose(fits.alpha[w], one.alpha, atol=5e-3)
+        np.testing.assert_allclose(fits.mu[w], one.mu, rtol=0.02)
+        np.testing.assert_allclose(fits.stderr[w], one.stderr, rtol=0.05)
+        np.testing.assert_allclose(fits.confidence[w], one.confidence, atol=0.02)
+        assert fits.events[w] == len(wt)
+    edges = window_edges(fits, np.array([10, 11, 12]), BETA, 0.1, 0.9)
+    assert len(edges) == len(wins)
+    assert all(e.source in (10, 11, 12) and e.delay == pytest.approx(0.5)
+               for es in edges for e in es)
+    assert (10, 11) in {(e.source, e.target) for es in edges for e in es}
+
+
+def test_window_ranges_share_the_arrays_and_leave_out_unfitted_types(seqs):
+    t, u = seqs[0]
+    t, u = t[:900], u[:900].copy()
+    glob = fit_hawkes(seqs, 3, beta=BETA)
+    starts, stops = np.array([0, 300, 600]), np.array([600, 900, 900])
+    ranged = fit_window_ranges(t, u, starts, stops, 3, BETA, (glob.mu, glob.alpha))
+    copied = fit_windows([(t[a:b], u[a:b]) for a, b in zip(starts, stops, strict=True)], 3, BETA,
+                         (glob.mu, glob.alpha))
+    np.testing.assert_array_equal(ranged.alpha, copied.alpha)
+    # a type outside the fit (-1, or >= k_types) is left out, as if it were not there
+    u_marked = u.copy()
+    u_marked[::7] = -1
+    left_out = fit_window_ranges(t, u_marked, starts, stops, 3, BETA, (glob.mu, glob.alpha))
+    keep = u_marked[:600] >= 0
+    alone = fit_windows([(t[:600][keep], u[:600][keep])], 3, BETA, (glob.mu, glob.alpha))
+    np.testing.assert_allclose(left_out.alpha[0], alone.alpha[0], atol=1e-12)
+    assert left_out.events[0] == keep.sum()
+    # an empty window keeps the starting values and has no edges
+    empty = fit_window_ranges(t, u, np.array([5]), np.array([5]), 3, BETA, (glob.mu, glob.alpha))
+    assert empty.events[0] == 0 and window_edges(empty, np.arange(3), BETA, 0.0, 0.0) == [[]]
 
 
 def test_unstable_processes_are_refused():
