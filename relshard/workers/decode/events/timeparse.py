@@ -10,8 +10,10 @@ Formats (``sources[].events.time_format``):
 - ``auto``: :func:`detect_format` looks at a sample of values and says what it chose.
 
 A value that does not parse becomes NaN; the caller turns it into a reject row.
-Arrow's vectorized cast does the work for clean ISO columns; only a batch that the
-cast refuses is parsed value by value.
+Arrow's vectorized cast does the work for clean ISO columns (mixed offsets included);
+only a batch that the cast refuses is parsed value by value. RFC 2822 dates in their
+usual form are parsed vectorized too (a regex, then calendar arithmetic); other forms
+fall back to :func:`email.utils.parsedate_to_datetime`, with the same answers.
 """
 
 from __future__ import annotations
@@ -88,9 +90,79 @@ def _rfc_one(value: str | None) -> float:
     return dt.timestamp()
 
 
+_RFC_FAST = (r"(?i)^\s*(?:[a-z]{3},\s*)?(?P<day>\d{1,2})\s+(?P<mon>[a-z]{3})\s+"
+             r"(?P<year>\d{4}|\d{2})\s+(?P<hour>\d{1,2}):(?P<minute>\d{2})"
+             r"(?::(?P<second>\d{2}))?\s*(?P<zone>[+-]\d{4}|UT|UTC|GMT|Z|[ECMPA][SD]T)?\s*$")
+_RFC_FIELDS = ("day", "mon", "year", "hour", "minute", "second", "zone")
+_MONTHS = pa.array(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                    "dec"])
+# email.utils' zone names, in minutes east of UTC; -0000 and unknown names mean UTC there
+_ZONES = {"UT": 0, "UTC": 0, "GMT": 0, "Z": 0, "AST": -240, "ADT": -180, "EST": -300,
+          "EDT": -240, "CST": -360, "CDT": -300, "MST": -420, "MDT": -360, "PST": -480,
+          "PDT": -420}
+
+
+def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's algorithm)."""
+    y = y - (m <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _month_days(y: np.ndarray, m: np.ndarray) -> np.ndarray:
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    days = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(m, 1, 12) - 1]
+    return days + ((m == 2) & leap)
+
+
 def _rfc2822(arr: pa.Array) -> np.ndarray:
-    values = pc.cast(arr, pa.string()).to_pylist()
-    return np.array([_rfc_one(v) for v in values], dtype=np.float64)
+    text = pc.cast(arr, pa.string())
+    parts = pc.extract_regex(text, _RFC_FAST)
+    fast = pc.is_valid(parts).to_numpy(zero_copy_only=False)
+    out = np.full(len(text), np.nan)
+    if fast.any():
+        f = parts.filter(pa.array(fast)).flatten()
+
+        def num(name: str) -> np.ndarray:
+            col = pc.if_else(pc.equal(f[_RFC_FIELDS.index(name)], ""), "0",
+                             f[_RFC_FIELDS.index(name)])
+            return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+
+        day, year, hour, minute, second = (num(n) for n in
+                                           ("day", "year", "hour", "minute", "second"))
+        year = np.where(year < 100, np.where(year > 68, year + 1900, year + 2000), year)
+        found = pc.index_in(pc.utf8_lower(f[1]), value_set=_MONTHS).to_numpy(
+            zero_copy_only=False).astype(np.float64)
+        known = ~np.isnan(found)
+        month = np.nan_to_num(found, nan=0.0).astype(np.int64) + 1
+        offset = _zone_minutes(f[6])
+        valid = (known & (day >= 1) & (day <= _month_days(year, month)) & (hour <= 23)
+                 & (minute <= 59) & (second <= 59))
+        secs = (days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
+                + second - offset * 60).astype(np.float64)
+        out[fast] = np.where(valid, secs, np.nan)
+    slow = np.flatnonzero(~fast)
+    if len(slow):
+        values = text.take(pa.array(slow)).to_pylist()
+        out[slow] = [_rfc_one(v) for v in values]
+    return out
+
+
+def _zone_minutes(zone: pa.Array) -> np.ndarray:
+    """Minutes east of UTC of ``+HHMM`` / ``-HHMM`` / a zone name ("" and -0000: UTC)."""
+    numeric = pc.match_substring_regex(zone, r"^[+-]\d{4}$").to_numpy(zero_copy_only=False)
+    digits = pc.if_else(pc.match_substring_regex(zone, r"^[+-]\d{4}$"), zone, "+0000")
+    hh = pc.cast(pc.utf8_slice_codeunits(digits, 1, 3), pa.int64()).to_numpy()
+    mm = pc.cast(pc.utf8_slice_codeunits(digits, 3, 5), pa.int64()).to_numpy()
+    sign = np.where(pc.starts_with(digits, "-").to_numpy(zero_copy_only=False), -1, 1)
+    names = pa.array(list(_ZONES))
+    idx = pc.index_in(pc.utf8_upper(zone), value_set=names).to_numpy(zero_copy_only=False)
+    idx = np.nan_to_num(idx.astype(np.float64), nan=-1).astype(np.int64)
+    by_name = np.where(idx >= 0, np.array(list(_ZONES.values()))[np.maximum(idx, 0)], 0)
+    return np.where(numeric, sign * (hh * 60 + mm), by_name)
 
 
 def decimal_year_to_epoch(years: np.ndarray) -> np.ndarray:
