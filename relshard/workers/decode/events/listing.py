@@ -104,8 +104,8 @@ class EventsExpander:
             yield InputRef(ref.input_key, ref.uri, "events", ref.size,
                            {REJECT_KEY: ["unreadable", part.unreadable]})
             return
-        cut_all_parts(part, cols.part_rows)
         window = self.spec.decode.window
+        cut_all_parts(part, cols.part_rows, window)
         fit_on = window.fit_relations if window else True
         max_events = window.source_fit_events if window else 200_000
         part.meta["source_fit"] = (fit_source(part, max_events) if fit_on

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from relshard.spec import EventColumns
+from relshard.spec import EventColumns, EventWindow
 from relshard.workers.decode.events.parts import PartRef, cut_parts, read_folder
 from relshard.workers.decode.events.reader import UnreadableLog, iter_batches
 from relshard.workers.decode.events.timeparse import detect_format, parse_numbers, parse_times
@@ -248,9 +248,9 @@ def read_bucket(part: Partition, bucket: int) -> pa.Table:
     return read_folder(part.bucket_path(bucket), fs=part.fs)
 
 
-def cut_all_parts(part: Partition, part_rows: int) -> None:
+def cut_all_parts(part: Partition, part_rows: int, window: EventWindow | None = None) -> None:
     """Fill ``part.parts``: each bucket as it is, or cut into parts (see :mod:`.parts`)."""
     part.parts = [ref for b in part.buckets
                   for ref in cut_parts(part.fs, part.bucket_path(b), b, part.bucket_rows[b],
-                                       part_rows)]
+                                       part_rows, window)]
     part.meta["parts"] = len(part.parts)

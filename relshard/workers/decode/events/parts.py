@@ -13,7 +13,9 @@ can have rows in later parts; for those two, :func:`cut_parts` records where the
 part sits in them (:class:`~.windows.SeqContext`: rows before it, first time, last
 time before it, total rows, last time). The windows stage then computes exactly the
 windows one pass over the whole sequence would, reading ahead into the following
-parts for windows that start in its part and end beyond it.
+parts for windows that start in its part and end beyond it. A part that would hold
+no window's first event (windows longer than parts) is merged into the part before
+it, so every input has windows to write.
 
 Memory in the driver: one flush file (at most ``FLUSH_ROWS`` rows) and a sample of
 about 64 keys per part, never the bucket.
@@ -30,6 +32,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+
+from relshard.spec import EventWindow
+from relshard.workers.decode.events.windows import SeqContext, may_own_a_window
 
 KEY = [("seq", "ascending"), ("t", "ascending"), ("row", "ascending")]
 SAMPLE_PER_PART = 64
@@ -155,9 +160,39 @@ def _contexts(parts: list[PartRef]) -> None:
         tail_seq, after, t_last = p.first_seq, f_n, f_max
 
 
-def cut_parts(fs: Any, bucket_path: str, bucket: int, rows: int, part_rows: int) -> list[PartRef]:
+def _idle(p: PartRef, cfg: EventWindow | None) -> bool:
+    """A part whose only sequence goes on from earlier and starts no window in it."""
+    if p.first is None or p.first_seq != p.last_seq:
+        return False  # a sequence begins here: it has its first window here
+    ctx = SeqContext(**p.first, **(p.last or {}))
+    return not may_own_a_window(p.rows, p._stats["first"][2], ctx, cfg)
+
+
+def _merge_idle(fs: Any, parts: list[PartRef], cfg: EventWindow | None) -> list[PartRef]:
+    """Merge each part that starts no window into the one before it (see the module doc)."""
+    while True:
+        _contexts(parts)
+        idle = [i for i, p in enumerate(parts) if i > 0 and _idle(p, cfg)]
+        if not idle:
+            return parts
+        i = idle[0]
+        into, gone = parts[i - 1], parts[i]
+        for name in parquet_files(fs, gone.path):
+            stem = name.rsplit("/", 1)[-1].removesuffix(".parquet")
+            fs.mv(name, f"{into.path}/{stem}-m{gone.index:05d}.parquet")
+        fs.rm(gone.path, recursive=True)
+        _summarize(fs, into)
+        into.first = into.last = None
+        for p in parts:
+            p.first = p.last = None
+        parts = parts[:i] + parts[i + 1:]
+
+
+def cut_parts(fs: Any, bucket_path: str, bucket: int, rows: int, part_rows: int,
+              window: EventWindow | None = None) -> list[PartRef]:
     """The inputs of one bucket: itself when it has at most ``part_rows`` rows, else its
-    parts (the bucket's flush files are replaced by the parts' files)."""
+    parts (the bucket's flush files are replaced by the parts' files); ``window``: the
+    spec's windows, so that every part starts at least one."""
     if rows <= part_rows:
         return [PartRef(bucket, None, bucket_path, rows)]
     n_parts = math.ceil(rows / part_rows)
@@ -183,5 +218,4 @@ def cut_parts(fs: Any, bucket_path: str, bucket: int, rows: int, part_rows: int)
                       n_parts=splitters.num_rows + 1, bucket_path=bucket_path)
         _summarize(fs, ref)
         parts.append(ref)
-    _contexts(parts)
-    return parts
+    return _merge_idle(fs, parts, window)

@@ -152,11 +152,17 @@ class EventWindower:
                 continue
             nxt = read_folder(folder)
             rows = nxt.filter(pc.equal(nxt.column("seq"), seq)).sort_by(KEY)
+            ends_here = rows.num_rows < nxt.num_rows  # other sequences follow in this part
+            del nxt
+            # keep only what the windows need: enough rows, and every row before `until`
+            keep = max(need - have, int(np.searchsorted(rows.column("t").to_numpy(), until)))
+            if keep < rows.num_rows:
+                rows, ends_here = rows.slice(0, keep), True
             if rows.num_rows:
                 more.append(rows)
                 have += rows.num_rows
                 last_t = float(pc.max(rows.column("t")).as_py())
-            if rows.num_rows < nxt.num_rows:  # the sequence ends in this part
+            if ends_here:
                 break
         return pa.concat_tables(more) if len(more) > 1 else table
 

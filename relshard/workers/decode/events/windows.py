@@ -122,6 +122,29 @@ def rows_needed(times: np.ndarray, n_local: int, ctx: SeqContext,
     return n_local, t0 + k * stride_s + cfg.seconds
 
 
+def may_own_a_window(n_local: int, t_local_last: float, ctx: SeqContext,
+                     cfg: EventWindow | None) -> bool:
+    """Whether a run of ``n_local`` rows (last time ``t_local_last``) that continues a
+    sequence from earlier parts holds the first event of at least one window (before the
+    ``min_events`` filter, which needs the rows themselves)."""
+    cfg = cfg or DEFAULT_WINDOW
+    if n_local == 0:
+        return False
+    if cfg.events is not None:
+        stride = int(cfg.stride) if cfg.stride else cfg.events
+        total = ctx.total if ctx.total is not None else ctx.offset + n_local
+        last_k = max(0, math.ceil((total - cfg.events) / stride))
+        return -(-ctx.offset // stride) <= min(last_k, (ctx.offset + n_local - 1) // stride)
+    assert cfg.seconds is not None and ctx.t0 is not None and ctx.t_prev is not None
+    stride_s = cfg.stride or cfg.seconds
+    t_last = ctx.t_last if ctx.t_last is not None else t_local_last
+    n_win = int(np.floor(max(t_last - ctx.t0 - cfg.seconds, 0.0) / stride_s)) + 1
+    if ctx.t0 + (n_win - 1) * stride_s + cfg.seconds <= t_last:
+        n_win += 1
+    begins = ctx.t0 + stride_s * np.arange(n_win)
+    return bool(np.any((begins > ctx.t_prev) & (begins <= t_local_last)))
+
+
 def windows(times: np.ndarray, cfg: EventWindow | None) -> list[tuple[int, int, int]]:
     """The windows of one whole sorted sequence under ``cfg`` (None: 256 events, stride 128)."""
     return owned_windows(times, len(times), WHOLE, cfg)
