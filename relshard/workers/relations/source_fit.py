@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from relshard.workers.decode.events.partition import Partition
 from relshard.workers.decode.events.parts import KEY, read_folder
+from relshard.workers.relations.describe import captions, excitation_relations
 from relshard.workers.relations.hawkes import fit_hawkes
 
 MAX_TYPES = 32
@@ -46,8 +47,11 @@ def sequence_bounds(table: pa.Table, vocab: list[str]) -> tuple[np.ndarray, np.n
     return type_ids, bounds
 
 
-def fit_source(part: Partition, max_events: int) -> dict[str, Any]:
-    """Fit the whole log (a bounded sample of it) and describe the result as JSON."""
+def fit_source(part: Partition, max_events: int, min_weight: float = 0.1,
+               min_confidence: float = 0.99) -> dict[str, Any]:
+    """Fit the whole log (a bounded sample of it) and describe the result as JSON: the
+    parameters, the ``excites`` relations that pass ``min_weight`` / ``min_confidence``
+    (subjects ``S{id+1}`` as in the windows), and the captions written from them."""
     vocab: list[str] = part.meta["vocab"]
     counts = np.asarray(part.meta["type_counts"], dtype=np.int64)
     top = np.sort(np.argsort(-counts, kind="stable")[:MAX_TYPES])
@@ -82,6 +86,10 @@ def fit_source(part: Partition, max_events: int) -> dict[str, Any]:
     if gathered < 2 or len(top) == 0:
         return {"fitted": False, "reason": "fewer than two events", "events_used": gathered}
     fit = fit_hawkes(seqs, len(top), max_iter=150, tol=1e-4)
+    edges = fit.excitations(min_weight, min_confidence, types=top)
+    span = float((part.meta.get("t_max") or 0.0) - (part.meta.get("t_min") or 0.0))
+    caption, rel_caption = captions(edges, vocab, int(part.meta["rows_ok"]), max(span, 0.0),
+                                    None, [int(t) for t in np.flatnonzero(counts)])
     return {
         "fitted": True,
         "method": "multivariate Hawkes, exponential kernel, EM; beta by likelihood on a grid",
@@ -90,4 +98,8 @@ def fit_source(part: Partition, max_events: int) -> dict[str, Any]:
         "mu": [float(m) for m in fit.mu], "alpha": fit.alpha.round(6).tolist(),
         "stderr": fit.stderr.round(6).tolist(), "loglik": fit.loglik,
         "iterations": fit.iterations,
+        "relations": [{**r.model_dump(exclude_none=True), "source_type": vocab[e.source],
+                       "target_type": vocab[e.target], "delay_s": e.delay}
+                      for r, e in zip(excitation_relations(edges), edges, strict=True)],
+        "caption": caption, "relational_caption": rel_caption,
     }

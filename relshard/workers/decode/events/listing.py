@@ -60,8 +60,8 @@ class EventsSummary:
         if not self.logs:
             return {}
         keep = ("uri", "time_format", "time_format_reason", "rows", "rows_ok",
-                "rows_rejected", "buckets", "parts", "marks", "vocab", "type_counts", "source_fit",
-                "unreadable")
+                "rows_rejected", "buckets", "parts", "marks", "vocab", "type_counts", "t_min",
+                "t_max", "source_fit", "unreadable")
         return {"events": {k: {f: m[f] for f in keep if f in m} for k, m in self.logs.items()}}
 
 
@@ -108,7 +108,8 @@ class EventsExpander:
         cut_all_parts(part, cols.part_rows, window)
         fit_on = window.fit_relations if window else True
         max_events = window.source_fit_events if window else 200_000
-        part.meta["source_fit"] = (fit_source(part, max_events) if fit_on
+        thresholds = (window.min_weight, window.min_confidence) if window else (0.1, 0.99)
+        part.meta["source_fit"] = (fit_source(part, max_events, *thresholds) if fit_on
                                    else {"fitted": False, "reason": "window.fit_relations off"})
         fs, _ = url_to_fs(self.root)
         write_meta(fs, part)

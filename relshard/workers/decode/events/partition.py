@@ -171,6 +171,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
     fmt, why = cols.time_format, "set in the spec"
     counts: Counter[str] = Counter()
     row0 = ok_rows = 0  # row0: data rows seen (good, bad and malformed)
+    t_min, t_max = np.inf, -np.inf
     try:
         for lb in iter_batches(uri, cols):
             batch, rows = lb.batch, lb.rows
@@ -215,6 +216,8 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
                               *_marks(batch, cols.marks)], schema=writer.schema).filter(keep)
             counts.update(dict(zip(*(c.to_pylist() for c in pc.value_counts(
                 table.column("type")).flatten()), strict=True)))
+            good_t = times[good]
+            t_min, t_max = min(t_min, float(good_t.min())), max(t_max, float(good_t.max()))
             writer.add(table, _bucket_ids(table.column("seq").combine_chunks(), n_buckets))
             ok_rows += table.num_rows
     except UnreadableLog as exc:
@@ -233,6 +236,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
         "rows_rejected": len(part.rejects), "buckets": n_buckets,
         "buckets_used": len(part.buckets), "marks": list(cols.marks),
         "vocab": vocab, "type_counts": [counts[v] for v in vocab],
+        "t_min": t_min if ok_rows else None, "t_max": t_max if ok_rows else None,
     }
     write_meta(fs, part)
     return part

@@ -110,6 +110,13 @@ def test_stage_writes_windows_with_npy_members_and_relations(tmp_path):
     assert [r.input_key for r in rejects] == [f"quakes-abc-r{len(rows) + 1:010d}"]
     fit = exp.summary.logs["quakes-abc"]["source_fit"]
     assert fit["fitted"] and np.asarray(fit["alpha"])[0][1] > 0.4  # M3 -> M4 planted at 0.6
+    # the whole log's relations and captions: the planted edge M3 -> M4 is among them
+    edges = {(r["source_type"], r["target_type"]): r for r in fit["relations"]}
+    assert ("M3", "M4") in edges and edges[("M3", "M4")]["predicate"] == "excites"
+    assert edges[("M3", "M4")]["subject"] == "S1" and edges[("M3", "M4")]["object"] == "S2"
+    assert "M3 are followed by M4" in fit["caption"]
+    assert "{S1} are followed by {S2}" in fit["relational_caption"]
+    assert "M3" not in fit["relational_caption"]
     items = EventsStage(decode).process_batch([WorkItem(r) for r in refs])
     assert items[-1].reject is not None and items[-1].reject.reason == "missing_time"
     vocab = exp.summary.logs["quakes-abc"]["vocab"]
