@@ -41,6 +41,11 @@ def parse_numbers(arr: pa.Array) -> np.ndarray:
     if pa.types.is_timestamp(arr.type):
         return _timestamps(arr)
     text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
+    try:  # a clean column casts in one go; one bad value sends it to the regex below
+        out = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        return np.where(np.isfinite(out), out, np.nan)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     ok = pc.match_substring_regex(text, _NUM_RE.pattern)
     clean = pc.if_else(ok, text, pa.scalar(None, pa.string()))
     return pc.cast(clean, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
