@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from relshard.errors import SpecError
 from relshard.spec import EventColumns, EventWindow
 from relshard.workers.decode.events.parts import PartRef, cut_parts, read_folder
 from relshard.workers.decode.events.reader import UnreadableLog, iter_batches
@@ -38,6 +39,8 @@ from relshard.workers.decode.events.timeparse import detect_format, parse_number
 log = logging.getLogger(__name__)
 
 FLUSH_ROWS = 1_000_000
+JUDGE_ROWS = 10_000  # rows after which a time column with no parsable value is refused
+JUDGE_MIN = 20
 BUCKET_BYTES = 4 * 1024 * 1024
 MAX_BUCKETS = 4096
 META_NAME = "meta.json"
@@ -172,6 +175,46 @@ class _BucketWriter:
         return sorted(self.written)
 
 
+class _FormatJudge:
+    """Stops a log whose time column does not match its format at all.
+
+    If the first ``JUDGE_ROWS`` rows (or a whole shorter log of at least ``JUDGE_MIN``
+    rows) have values but not one parses, the format is wrong for this column, not the
+    rows: ten million ``bad_time`` rejects would hide that. The run stops with one
+    sentence naming the column, a value and the fix.
+    """
+
+    def __init__(self) -> None:
+        self.rows = self.bad = self.ok = 0
+        self.example = ""
+        self.done = False
+
+    def add(self, n: int, bad: int, ok: int, col: pa.Array, bad_mask: np.ndarray) -> bool:
+        """Count a batch; True when the verdict is in and the format is wrong."""
+        if self.done:
+            return False
+        if bad and not self.example:
+            self.example = str(col[int(np.flatnonzero(bad_mask)[0])].as_py())[:60]
+        self.rows, self.bad, self.ok = self.rows + n, self.bad + bad, self.ok + ok
+        if self.rows < JUDGE_ROWS:
+            return False
+        self.done = True
+        return self._wrong()
+
+    def at_end(self) -> bool:
+        return not self.done and self.rows >= JUDGE_MIN and self._wrong()
+
+    def _wrong(self) -> bool:
+        return self.ok == 0 and self.bad >= 0.9 * self.rows
+
+    def fail(self, uri: str, column: str, fmt: str, declared: str) -> None:
+        fix = ("set sources[].events.time_format to the format of that column"
+               if declared == "auto" else
+               f"fix sources[].events.time_format (it says {declared}), or use auto")
+        raise SpecError(f"Event log {uri!r}: none of the first {self.rows:,} values of column "
+                        f"{column!r} parses as {fmt} (e.g. {self.example!r}); {fix}.")
+
+
 def _reject_rows(rows: np.ndarray, reason: str, detail: str, out: list[RowReject]) -> None:
     out.extend(RowReject(int(r) + 1, reason, f"data row {int(r) + 1}: {detail}") for r in rows)
 
@@ -200,6 +243,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
     fmt, why = cols.time_format, "set in the spec"
     counts: Counter[str] = Counter()
     row0 = ok_rows = 0  # row0: data rows seen (good, bad and malformed)
+    judge = _FormatJudge()
     t_min, t_max = np.inf, -np.inf
     try:
         for lb in iter_batches(uri, cols):
@@ -225,6 +269,8 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
                 missing_t |= pc.equal(pc.utf8_trim_whitespace(tcol), "").fill_null(True) \
                     .to_numpy(zero_copy_only=False)
             bad_t = np.isnan(times) & ~missing_t
+            if judge.add(n, int(bad_t.sum()), int((~np.isnan(times)).sum()), tcol, bad_t):
+                judge.fail(uri, cols.time, batch_fmt, cols.time_format)
             missing_ty = types.is_null().to_numpy(zero_copy_only=False) & ~np.isnan(times)
             _reject_rows(rows[missing_t], "missing_time", f"no value in column {cols.time!r}",
                          part.rejects)
@@ -257,7 +303,13 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
         return part
     except BaseException:
         writer.discard()
+        with contextlib.suppress(OSError):
+            fs.rm(folder, recursive=True)
         raise
+    if judge.at_end():
+        writer.discard()
+        fs.rm(folder, recursive=True)
+        judge.fail(uri, cols.time, fmt, cols.time_format)
     part.buckets = writer.close()
     part.bucket_rows = {b: writer.rows[b] for b in part.buckets}
     part.rejects.sort(key=lambda r: r.row)

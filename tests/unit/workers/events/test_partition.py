@@ -181,3 +181,21 @@ def test_broken_json_lines_are_malformed_rows_with_their_numbers(tmp_path, rows)
     assert part.meta["rows"] == 40 and part.meta["rows_ok"] == 37
     kept = pa.concat_tables([read_bucket(part, b) for b in part.buckets])
     assert kept.column("m0").null_count == 0
+
+
+@pytest.mark.parametrize("declared", ["epoch_s", "rfc2822"])
+def test_a_time_format_that_fits_no_value_stops_the_run_with_one_sentence(tmp_path, rows,
+                                                                          declared):
+    path = write_csv(tmp_path / "log.csv", rows[:300])  # ISO times
+    cols = EventColumns(time="time", type="mag_class", time_format=declared)
+    with pytest.raises(SpecError, match=r"none of the first 300 values of column 'time' parses "
+                       rf"as {declared} \(e\.g\. '20.*'\); fix sources\[\]\.events\.time_format"):
+        partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
+    assert not (tmp_path / "work" / "log").exists()
+    # a log with some bad times is not refused: those rows are rejects
+    text = path.read_text().splitlines()
+    text[5] = "north,yesterday,M3,1,1"
+    path.write_text("\n".join(text) + "\n")
+    part = partition_log(str(path), "log", None, EventColumns(time="time", type="mag_class"),
+                         str(tmp_path / "work"))
+    assert [(r.row, r.reason) for r in part.rejects] == [(5, "bad_time")]
