@@ -121,6 +121,7 @@ class BuildStats(_Model):
     sample_bytes: Distribution = Field(default_factory=Distribution,
                                        description="bytes a sample spans in its shard (KiB)")
     inputs_written: int | None = None
+    event_rows_ok: int = Field(default=0, description="good rows of event logs (the manifest)")
     modality: dict[str, int] = Field(default_factory=dict)
     subjects: Distribution = Field(default_factory=Distribution)
     attributes: Distribution = Field(default_factory=Distribution)
@@ -137,9 +138,11 @@ class BuildStats(_Model):
 
     @property
     def reject_rate(self) -> float:
-        """Rejected inputs over all inputs seen (written inputs from the index when needed)."""
+        """Rejected inputs over all inputs seen (written inputs from the index when needed);
+        an event log's rows count as inputs, as in the run's reject budget (its bad rows are
+        rejects one by one, its good rows travel as a few bucket inputs)."""
         written = self.inputs_written if self.inputs_written is not None else self.samples
-        seen = written + self.rejects.total
+        seen = written + self.rejects.total + self.event_rows_ok
         return self.rejects.total / seen if seen else 0.0
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -43,7 +43,10 @@ def stats_renderable(stats: BuildStats) -> Group:
     head.add_row("schema versions", ", ".join(f"v{v}: {n:,}"
                                                for v, n in stats.schema_versions.items()))
     rej = stats.rejects
-    head.add_row("rejected inputs", f"{rej.total:,} ({stats.reject_rate:.1%} of inputs)")
+    of = "of inputs and event rows" if stats.event_rows_ok else "of inputs"
+    rate = stats.reject_rate
+    head.add_row("rejected inputs", f"{rej.total:,} ({rate:.2%} {of})" if 0 < rate < 0.01
+                 else f"{rej.total:,} ({rate:.1%} {of})")
     rec = stats.records
     if rec.sampled:
         head.add_row("anonymization leaks", f"{rec.leaked:,} of {rec.sampled:,} sampled records "

@@ -179,6 +179,8 @@ def compute_stats(
         bytes=_shard_bytes(tables, balance),
         sample_bytes=Distribution.from_counts(_int_counts(done["size_kib"])),
         inputs_written=totals.get("inputs_written"),
+        event_rows_ok=sum(int(m.get("rows_ok") or 0)
+                          for m in (manifest.get("events") or {}).values()),
         rejects=reject_figures, shard_balance=balance,
         **{name: _merge_label(_label_counts(done[name])) for name in LABEL_COLUMNS},
         **{name: Distribution.from_counts(_int_counts(done[name])) for name in INT_COLUMNS},
