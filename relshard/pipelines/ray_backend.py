@@ -136,14 +136,16 @@ def _split(tables: list[pa.Table], blocks: int) -> list[pa.Table]:
 
 
 def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table], n_inputs: int,
-            stages: list[Stage], credit: int = 0, rows_per_write: int | None = None
-            ) -> list[dict]:
+            stages: list[Stage], credit: int = 0, rejected_before: int = 0,
+            rows_per_write: int | None = None) -> list[dict]:
     """Run the graph over the listing; return one write summary per write task.
 
     ``credit``: good units seen before the graph (event rows of the events pre-pass),
-    counted with the written inputs by the reject budget. ``rows_per_write``: inputs per
-    write task (default ``output.shard_max_samples``); event buckets hold hundreds of
-    samples each, so they use fewer, or one write would wait for the whole dataset.
+    counted with the written inputs by the reject budget; ``rejected_before``: inputs the
+    driver rejected itself (bad event rows), counted with the rejects. ``rows_per_write``:
+    inputs per write task (default ``output.shard_max_samples``); event buckets hold
+    hundreds of samples each, so they use fewer, or one write would wait for the whole
+    dataset.
     """
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = spec.runtime.progress  # Ray logs progress when not a tty
@@ -158,8 +160,8 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
     for stage in stages:
         ds = _apply_stage(ds, stage, spec)
     monitor = start_monitor()
-    if credit:
-        ray.get(monitor.add.remote(credit, 0))
+    if credit or rejected_before:
+        ray.get(monitor.add.remote(credit, rejected_before))
     sink = ShardDatasink(root, run_id, spec.output, monitor,
                          rows_per_write=rows_per_write or spec.output.shard_max_samples)
     try:

@@ -30,6 +30,7 @@ from relshard.workers.annotate.base import preflight
 from relshard.workers.annotate.registry import build_annotator
 from relshard.workers.annotate.stage import AnnotateStage
 from relshard.workers.decode.events.listing import EventsExpander, remove_work
+from relshard.workers.decode.events.row_rejects import RowRejectLedger
 from relshard.workers.decode.events.stage import EventsStage, SkipEvents
 from relshard.workers.item import InputRef
 from relshard.workers.media import MediaStage
@@ -147,12 +148,15 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
     _write_spec(fs, root, spec)
 
     lister = SourceLister(spec.sources)
-    events = EventsExpander(spec, spec.output.path, lister)  # event logs -> buckets, bad rows
+    # event logs -> bucket inputs; their bad rows go straight to the rejects ledger
+    row_rejects = RowRejectLedger(spec.output.path, run_id, done, spec.output.mtime)
+    events = EventsExpander(spec, spec.output.path, lister, row_rejects)
     tables, todo, skipped = _collect_listing(events, done)
+    row_rejects.flush()
     summary.listed = lister.stats.listed
     summary.hidden_skipped = lister.stats.hidden_skipped
-    summary.already_done = skipped
-    summary.to_process = todo
+    summary.already_done = skipped + row_rejects.skipped
+    summary.to_process = todo + row_rejects.written
     results: list[dict] = []
     if todo:
         preflight(build_annotator(spec.annotate))  # server/model errors before any work
@@ -161,15 +165,17 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
 
         results = ray_backend.execute(spec, spec.output.path, run_id, tables, todo,
                                       build_stages(spec), credit=events.summary.rows_ok,
+                                      rejected_before=row_rejects.written,
                                       rows_per_write=events.summary.rows_per_write(spec))
 
-    rejected: Counter[str] = Counter()
+    rejected: Counter[str] = Counter(row_rejects.by_reason)
     for res in results:
         summary.inputs_written += res["inputs_written"]
         summary.samples_written += res["samples_written"]
         summary.units += len(res["units"])
         rejected.update(res["rejects_by_reason"])
     summary.rejected = dict(rejected)
+    summary.units += row_rejects.units
     if results:
         # Every write task has ended: what is still uncommitted belongs to attempts
         # that died (a lost node, a killed worker) and was redone by their retries.

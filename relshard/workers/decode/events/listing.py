@@ -8,9 +8,10 @@ and the input is replaced by:
 
 - ``FILEKEY-bNNNNN``: one input per non-empty bucket (its windows are its samples), or
   ``FILEKEY-bNNNNN-pNNNNN`` per part of a bucket too big for one worker (:mod:`.parts`);
-- ``FILEKEY-rNNNNNNNNNN``: one input per bad row, rejected by the events stage with
-  its reason (``missing_time``, ``bad_time``, ``missing_type``) and row number;
-- or ``FILEKEY`` itself, rejected as ``unreadable``, when the log cannot be read.
+- its bad rows (``FILEKEY-rNNNNNNNNNN``: ``missing_time``, ``bad_time``,
+  ``missing_type``, ``malformed_row``, with the row number) go straight to the rejects
+  ledger (:mod:`.row_rejects`), as does ``FILEKEY`` itself, ``unreadable``, when the
+  log cannot be read: they are inputs rejected by the driver, never listed for Ray.
 
 What the pre-pass learned (vocabulary, time format and why, row counts, the
 whole-log fit) goes to the manifest under ``events``.
@@ -27,7 +28,8 @@ from fsspec.core import url_to_fs
 
 from relshard.spec import EventColumns, PipelineSpec
 from relshard.workers.decode.events.partition import cut_all_parts, partition_log, write_meta
-from relshard.workers.decode.events.stage import BUCKET_KEY, REJECT_KEY
+from relshard.workers.decode.events.row_rejects import RowRejectLedger
+from relshard.workers.decode.events.stage import BUCKET_KEY
 from relshard.workers.item import InputRef
 from relshard.workers.relations.source_fit import fit_source
 
@@ -82,10 +84,12 @@ def remove_work(output_root: str) -> None:
 class EventsExpander:
     """Wraps a listing iterator; see the module docstring."""
 
-    def __init__(self, spec: PipelineSpec, output_root: str, lister: Any) -> None:
+    def __init__(self, spec: PipelineSpec, output_root: str, lister: Any,
+                 ledger: RowRejectLedger) -> None:
         self.spec = spec
         self.root = work_root(output_root)
         self.lister = lister
+        self.ledger = ledger
         self.summary = EventsSummary()
 
     def __iter__(self) -> Iterator[InputRef]:
@@ -98,11 +102,20 @@ class EventsExpander:
             yield from self._expand(ref, cols)
 
     def _expand(self, ref: InputRef, cols: EventColumns) -> Iterator[InputRef]:
-        part = partition_log(ref.uri, ref.input_key, ref.size, cols, self.root)
+        if ref.input_key in self.ledger.done:  # rejected whole (unreadable) by an earlier run
+            self.ledger.skipped += 1
+            return
+        try:
+            part = partition_log(ref.uri, ref.input_key, ref.size, cols, self.root,
+                                 on_reject=lambda row: self.ledger.add_row(ref.input_key,
+                                                                           ref.uri, row))
+        except BaseException:
+            self.ledger.discard()
+            raise
         if part.unreadable is not None:
             self.summary.logs[ref.input_key] = {"uri": ref.uri, "unreadable": part.unreadable}
-            yield InputRef(ref.input_key, ref.uri, "events", ref.size,
-                           {REJECT_KEY: ["unreadable", part.unreadable]})
+            self.ledger.add(ref.input_key, ref.uri, "unreadable", part.unreadable)
+            self.ledger.flush()
             return
         window = self.spec.decode.window
         cut_all_parts(part, cols.part_rows, window)
@@ -126,9 +139,7 @@ class EventsExpander:
             yield InputRef(f"{ref.input_key}{p.suffix}", f"{ref.uri}#{where}", "events", None,
                            {BUCKET_KEY: {"meta": meta_uri,
                                          **p.to_extra(lambda path: _uri(fs, path))}})
-        for rej in part.rejects:
-            yield InputRef(f"{ref.input_key}-r{rej.row:010d}", f"{ref.uri}#row={rej.row}",
-                           "events", None, {REJECT_KEY: [rej.reason, rej.detail]})
+        self.ledger.flush()  # this log's bad rows are committed before its windows
 
 
 def _uri(fs: Any, path: str) -> str:

@@ -8,9 +8,10 @@ bucket. A bucket of at most ``part_rows`` rows becomes one input of the pipeline
 ``FILEKEY-bNNNNN``, all its windows written together, so a resumed run never
 duplicates windows); a bigger one (a long sequence, or a log without a sequence
 column) is cut by :mod:`.parts` into consecutive parts, one input each. Each bad
-row becomes an input that is rejected with its row number (key
-``FILEKEY-rNNNNNNNNNN``): written + rejected still equals inputs. Memory: the
-buffered rows (``FLUSH_ROWS``) plus the type counts and the bad rows' numbers.
+row is an input rejected with its row number (key ``FILEKEY-rNNNNNNNNNN``), handed
+to the caller as it is found (see :mod:`.row_rejects`): written + rejected still
+equals inputs. Memory: the buffered rows (two flushes of ``FLUSH_ROWS``) and the
+type counts, whatever the log's length or number of bad rows.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import logging
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,8 +217,10 @@ class _FormatJudge:
                         f"{column!r} parses as {fmt} (e.g. {self.example!r}); {fix}.")
 
 
-def _reject_rows(rows: np.ndarray, reason: str, detail: str, out: list[RowReject]) -> None:
-    out.extend(RowReject(int(r) + 1, reason, f"data row {int(r) + 1}: {detail}") for r in rows)
+def _reject_rows(rows: np.ndarray, reason: str, detail: str,
+                 out: Callable[[RowReject], None]) -> None:
+    for r in rows:
+        out(RowReject(int(r) + 1, reason, f"data row {int(r) + 1}: {detail}"))
 
 
 def _marks(batch: pa.RecordBatch, names: list[str]) -> list[pa.Array]:
@@ -224,8 +228,23 @@ def _marks(batch: pa.RecordBatch, names: list[str]) -> list[pa.Array]:
 
 
 def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns,
-                  work_root: str) -> Partition:
-    """Stream ``uri`` once into bucket files under ``work_root/input_key``; see the module doc."""
+                  work_root: str, on_reject: Callable[[RowReject], None] | None = None
+                  ) -> Partition:
+    """Stream ``uri`` once into bucket files under ``work_root/input_key``; see the module doc.
+
+    Bad rows go to ``on_reject`` as they are found (the run writes them straight into the
+    rejects ledger: memory does not grow with them); without it, to ``Partition.rejects``.
+    """
+    n_rejected = 0
+
+    def reject(row: RowReject) -> None:
+        nonlocal n_rejected
+        n_rejected += 1
+        if on_reject is None:
+            part.rejects.append(row)
+        else:
+            on_reject(row)
+
     fs, folder = url_to_fs(f"{work_root.rstrip('/')}/{input_key}")
     if fs.exists(folder):
         fs.rm(folder, recursive=True)
@@ -249,7 +268,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
         for lb in iter_batches(uri, cols):
             batch, rows = lb.batch, lb.rows
             for r, why in lb.malformed:
-                part.rejects.append(RowReject(r + 1, "malformed_row", f"data row {r + 1} {why}"))
+                reject(RowReject(r + 1, "malformed_row", f"data row {r + 1} {why}"))
             row0 = max(row0, int(rows[-1]) + 1 if len(rows) else 0,
                        *(r + 1 for r, _ in lb.malformed))
             n = batch.num_rows
@@ -273,13 +292,13 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
                 judge.fail(uri, cols.time, batch_fmt, cols.time_format)
             missing_ty = types.is_null().to_numpy(zero_copy_only=False) & ~np.isnan(times)
             _reject_rows(rows[missing_t], "missing_time", f"no value in column {cols.time!r}",
-                         part.rejects)
+                         reject)
             for i in np.flatnonzero(bad_t):
                 r, raw = int(rows[i]) + 1, tcol[int(i)].as_py()
-                part.rejects.append(RowReject(r, "bad_time", f"data row {r}: {str(raw)[:80]!r} "
+                reject(RowReject(r, "bad_time", f"data row {r}: {str(raw)[:80]!r} "
                                               f"is not a {batch_fmt} time"))
             _reject_rows(rows[missing_ty], "missing_type", f"no value in column {cols.type!r}",
-                         part.rejects)
+                         reject)
             good = ~np.isnan(times) & ~types.is_null().to_numpy(zero_copy_only=False)
             if not good.any():
                 continue
@@ -312,12 +331,12 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
         judge.fail(uri, cols.time, fmt, cols.time_format)
     part.buckets = writer.close()
     part.bucket_rows = {b: writer.rows[b] for b in part.buckets}
-    part.rejects.sort(key=lambda r: r.row)
+    part.rejects.sort(key=lambda r: r.row)  # empty when on_reject took them
     vocab = sorted(counts)
     part.meta = {
         "uri": uri, "input_key": input_key, "columns": cols.model_dump(mode="json"),
         "time_format": fmt, "time_format_reason": why, "rows": row0, "rows_ok": ok_rows,
-        "rows_rejected": len(part.rejects), "buckets": n_buckets,
+        "rows_rejected": n_rejected, "buckets": n_buckets,
         "buckets_used": len(part.buckets), "marks": list(cols.marks),
         "vocab": vocab, "type_counts": [counts[v] for v in vocab],
         "t_min": t_min if ok_rows else None, "t_max": t_max if ok_rows else None,

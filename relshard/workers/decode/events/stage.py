@@ -3,8 +3,8 @@
 Inputs come from the pre-pass (:mod:`.partition`, :mod:`.parts`, via :mod:`.listing`):
 an input carries, in private ``extra`` keys, the folder of its rows and the path of
 its log's ``meta.json`` (vocabulary, time format, whole-log fit), and for a part of a
-bucket where it sits in its first and last sequence; a bad-row input carries its
-reject reason and is rejected here. For a bucket or part: sort by (sequence, time,
+bucket where it sits in its first and last sequence (bad rows never come here: the
+driver writes them to the rejects ledger). For a bucket or part: sort by (sequence, time,
 row), read ahead into the following parts when its last sequence goes on, cut each
 sequence into the windows that start here, fit every window's Hawkes relations with
 the log's decay (:mod:`relshard.workers.relations.batch`), and build one sample per
@@ -47,7 +47,6 @@ from relshard.workers.stage import Stage
 
 STAGE = "decode"
 BUCKET_KEY = "_events_bucket"
-REJECT_KEY = "_events_reject"
 WINDOW_FIT_ITER = 30
 FIT_CHUNK = 4096
 WINDOW_FIT_TOL = 1e-3
@@ -247,12 +246,8 @@ class EventsStage(Stage):
         for item in items:
             if item.rejected or item.input.modality != "events":
                 continue
-            extra = item.input.extra
-            reject = extra.pop(REJECT_KEY, None)
-            bucket = extra.pop(BUCKET_KEY, None)
-            if reject is not None:
-                item.fail(STAGE, reject[0], reject[1])
-            elif bucket is None:
+            bucket = item.input.extra.pop(BUCKET_KEY, None)
+            if bucket is None:
                 item.fail(STAGE, "not_partitioned", "an events input that did not come from "
                           "the events pre-pass")
             else:

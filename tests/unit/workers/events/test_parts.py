@@ -16,7 +16,8 @@ from relshard.workers.decode.events import partition as part_mod
 from relshard.workers.decode.events.listing import EventsExpander
 from relshard.workers.decode.events.partition import cut_all_parts, partition_log
 from relshard.workers.decode.events.parts import KEY, read_folder
-from relshard.workers.decode.events.stage import BUCKET_KEY, EventsStage
+from relshard.workers.decode.events.row_rejects import RowRejectLedger
+from relshard.workers.decode.events.stage import EventsStage
 from relshard.workers.item import InputRef, WorkItem
 from tests.unit.workers.events.logs import hawkes_rows, write_csv
 
@@ -79,8 +80,8 @@ def _samples(tmp_path, path, cols: EventColumns, decode: DecodeSpec):
         def __iter__(self):
             yield InputRef("log-abc", str(path), "events", path.stat().st_size)
 
-    refs = [r for r in EventsExpander(_Spec(decode), str(tmp_path), Lister())
-            if BUCKET_KEY in r.extra]
+    ledger = RowRejectLedger(str(tmp_path), "run0", set())
+    refs = list(EventsExpander(_Spec(decode), str(tmp_path), Lister(), ledger))
     keys = [r.input_key for r in refs]
     items = EventsStage(decode).process_batch([WorkItem(r) for r in refs])
     assert not any(it.rejected for it in items)

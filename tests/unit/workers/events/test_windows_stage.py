@@ -6,11 +6,13 @@ import io
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from relshard.shards.members import item_members
 from relshard.spec import DecodeSpec, EventColumns, EventWindow
 from relshard.workers.decode.events.listing import EventsExpander
+from relshard.workers.decode.events.row_rejects import RowRejectLedger
 from relshard.workers.decode.events.stage import BUCKET_KEY, EventsStage, SkipEvents
 from relshard.workers.decode.events.windows import (
     SeqContext,
@@ -97,7 +99,8 @@ def _expand(tmp_path, rows, decode: DecodeSpec,
         def __iter__(self):
             yield InputRef("quakes-abc", str(path), "events", path.stat().st_size)
 
-    exp = EventsExpander(_Spec(decode), str(tmp_path / "out"), Lister())
+    ledger = RowRejectLedger(str(tmp_path / "out"), "run0", set())
+    exp = EventsExpander(_Spec(decode), str(tmp_path / "out"), Lister(), ledger)
     return list(exp), exp
 
 
@@ -105,9 +108,11 @@ def test_stage_writes_windows_with_npy_members_and_relations(tmp_path):
     rows = hawkes_rows(["north", "south"], horizon=4 * 3600.0, seed=5)
     decode = DecodeSpec(window={"events": 64, "stride": 32})
     refs, exp = _expand(tmp_path, rows, decode)
-    buckets = [r for r in refs if BUCKET_KEY in r.extra]
-    rejects = [r for r in refs if BUCKET_KEY not in r.extra]
-    assert [r.input_key for r in rejects] == [f"quakes-abc-r{len(rows) + 1:010d}"]
+    assert all(BUCKET_KEY in r.extra for r in refs)  # bad rows are not listed for Ray...
+    ledger = pq.ParquetDataset(tmp_path / "out" / "rejects").read().to_pylist()
+    assert [(r["input_key"], r["reason"]) for r in ledger] == [  # ...they are in the ledger
+        (f"quakes-abc-r{len(rows) + 1:010d}", "missing_time")]
+    assert exp.ledger.written == 1 and exp.ledger.units == 1
     fit = exp.summary.logs["quakes-abc"]["source_fit"]
     assert fit["fitted"] and np.asarray(fit["alpha"])[0][1] > 0.4  # M3 -> M4 planted at 0.6
     # the whole log's relations and captions: the planted edge M3 -> M4 is among them
@@ -118,10 +123,9 @@ def test_stage_writes_windows_with_npy_members_and_relations(tmp_path):
     assert "{S1} are followed by {S2}" in fit["relational_caption"]
     assert "M3" not in fit["relational_caption"]
     items = EventsStage(decode).process_batch([WorkItem(r) for r in refs])
-    assert items[-1].reject is not None and items[-1].reject.reason == "missing_time"
     vocab = exp.summary.logs["quakes-abc"]["vocab"]
     n_windows = total = 0
-    for item in items[:len(buckets)]:
+    for item in items:
         assert not item.rejected and item.input.extra == {}
         for m in item_members(item):
             data = dict(m.members)
@@ -152,8 +156,7 @@ def test_keys_are_stable_across_runs_and_bucket_counts(tmp_path):
     keys = []
     for buckets in (1, 3):
         refs, _ = _expand(tmp_path / str(buckets), rows, decode, buckets)
-        items = EventsStage(decode).process_batch(
-            [WorkItem(r) for r in refs if BUCKET_KEY in r.extra])
+        items = EventsStage(decode).process_batch([WorkItem(r) for r in refs])
         keys.append(sorted(s.key for it in items for s in it.samples))
     assert keys[0] == keys[1] and len(set(keys[0])) == len(keys[0])
 
