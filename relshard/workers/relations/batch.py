@@ -159,19 +159,6 @@ def fit_window_ranges(t: np.ndarray, u: np.ndarray, starts: np.ndarray, stops: n
     return WindowFits(mu, alpha, stderr, conf, present, events, iters)
 
 
-def fit_windows(windows: list[tuple[np.ndarray, np.ndarray]], k_types: int, beta: float,
-                init: tuple[np.ndarray, np.ndarray], *, max_iter: int = 60, tol: float = 1e-3
-                ) -> WindowFits:
-    """:func:`fit_window_ranges` for windows given as separate (times, types) arrays."""
-    lengths = np.array([len(t) for t, _ in windows], dtype=np.int64)
-    stops = np.cumsum(lengths)
-    starts = stops - lengths
-    t = np.concatenate([t for t, _ in windows]) if windows else np.zeros(0)
-    u = np.concatenate([u for _, u in windows]) if windows else np.zeros(0, np.int64)
-    return fit_window_ranges(t, u, starts, stops, k_types, beta, init, max_iter=max_iter,
-                             tol=tol)
-
-
 def window_edges(fits: WindowFits, type_ids: np.ndarray, beta: float, min_weight: float,
                  min_confidence: float, min_events: int = 3) -> list[list[Excitation]]:
     """Per window, the edges among the types present in it with ``weight >= min_weight``

@@ -34,7 +34,7 @@ from fsspec.core import url_to_fs
 
 from relshard.errors import SpecError
 from relshard.spec import EventColumns, EventWindow
-from relshard.workers.decode.events.parts import PartRef, cut_parts, read_folder
+from relshard.workers.decode.events.parts import PartRef, cut_parts
 from relshard.workers.decode.events.reader import UnreadableLog, iter_batches
 from relshard.workers.decode.events.timeparse import detect_format, parse_numbers, parse_times
 
@@ -348,11 +348,6 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
 def write_meta(fs: Any, part: Partition) -> None:
     with fs.open(part.meta_path, "w") as fh:
         json.dump(part.meta, fh, sort_keys=True)
-
-
-def read_bucket(part: Partition, bucket: int) -> pa.Table:
-    """All rows of a bucket (its flush files, in order)."""
-    return read_folder(part.bucket_path(bucket), fs=part.fs)
 
 
 def cut_all_parts(part: Partition, part_rows: int, window: EventWindow | None = None) -> None:

@@ -12,8 +12,14 @@ import pytest
 from relshard.errors import SpecError
 from relshard.spec import EventColumns
 from relshard.workers.decode.events import partition as part_mod
-from relshard.workers.decode.events.partition import partition_log, read_bucket
+from relshard.workers.decode.events.partition import partition_log
+from relshard.workers.decode.events.parts import read_folder
 from tests.unit.workers.events.logs import hawkes_rows, write_csv, write_jsonl, write_parquet
+
+
+def read_bucket(part, bucket: int) -> pa.Table:
+    return read_folder(part.bucket_path(bucket), fs=part.fs)
+
 
 COLS = EventColumns(time="time", type="mag_class", sequence="region", marks=["depth", "mag"],
                     buckets=3)

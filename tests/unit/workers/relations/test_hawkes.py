@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relshard.workers.relations.batch import fit_window_ranges, fit_windows, window_edges
+from relshard.workers.relations.batch import fit_window_ranges, window_edges
 from relshard.workers.relations.hawkes import excitation_sums, fit_hawkes
 from relshard.workers.relations.simulate import simulate_hawkes
 
@@ -24,6 +24,15 @@ BETA = 2.0
 def seqs():
     rng = np.random.default_rng(7)
     return [simulate_hawkes(MU, ALPHA, BETA, 2500.0, rng) for _ in range(2)]
+
+
+def fit_windows(windows, k_types, beta, init, **kw):
+    """fit_window_ranges over windows given as separate (times, types) arrays."""
+    lengths = np.array([len(t) for t, _ in windows], dtype=np.int64)
+    stops = np.cumsum(lengths)
+    t = np.concatenate([t for t, _ in windows])
+    u = np.concatenate([u for _, u in windows])
+    return fit_window_ranges(t, u, stops - lengths, stops, k_types, beta, init, **kw)
 
 
 def test_excitation_sums_match_the_direct_double_sum():
