@@ -1,4 +1,4 @@
-"""Expand the listing: an event-log input becomes its bucket inputs and its bad-row inputs.
+"""Expand the listing: an event-log input becomes its bucket inputs; its bad rows, rejects.
 
 The runner lists sources as usual; :class:`EventsExpander` wraps that iterator.
 Every input of an ``events`` source is streamed once by the pre-pass
