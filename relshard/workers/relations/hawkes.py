@@ -7,11 +7,10 @@ The model, for event types ``u = 0..K-1``::
 ``alpha[k, u]`` is the branching ratio: how many type-``u`` events one type-``k``
 event triggers on average; ``1 / beta`` is the mean delay of a triggered event.
 For a fixed ``beta`` the excitation sums ``R[i, k]`` do not change between EM
-iterations, so they are computed once, vectorized, with a running log-sum-exp
-(``np.logaddexp.accumulate``: no overflow however long the sequence), and each EM
-iteration (Lewis & Mohler 2011; Veen & Schoenberg 2008) costs ``O(n K)``.
-``beta`` is chosen on a log grid around the inverse median gap by likelihood,
-unless given.
+iterations: they are computed once, and each EM iteration costs ``O(n K)`` (the
+compiled kernel of :mod:`.em_kernel`, shared with the per-window fits). ``beta`` is
+chosen by likelihood on a log grid around the inverse median gap, then refined by
+golden-section search, unless given.
 
 Confidence: the observed Fisher information of ``alpha[k, u]`` gives a standard
 error; ``confidence = erf(z / sqrt 2)`` with ``z = alpha / stderr`` is one minus
@@ -25,11 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from relshard.workers.relations.em_kernel import fit_ranges
+
 _BETA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
-_GAP = 1000.0
 _GOLDEN_STEPS = 8
 _SEARCH_EVENTS = 30_000
-_SEARCH_ITER = 100  # sequences are laid end to end, this many kernel lengths apart
+_SEARCH_ITER = 100  # EM iterations per candidate beta
 
 
 @dataclass(frozen=True)
@@ -75,84 +75,33 @@ class HawkesFit:
 
 
 @dataclass
-class _Layout:
-    """Sequences laid end to end on one time axis."""
+class _Ranges:
+    """Sequences as ranges of one array (no event excites across sequences)."""
 
     t: np.ndarray
     u: np.ndarray
-    end: np.ndarray  # per event: the end of its sequence's observation window
-    total_time: float
+    starts: np.ndarray
+    stops: np.ndarray
 
 
-def _layout(seqs: list[tuple[np.ndarray, np.ndarray]], beta_min: float) -> _Layout:
-    ts, us, ends = [], [], []
-    offset, total = 0.0, 0.0
-    gap = _GAP / beta_min
-    for times, types in seqs:
-        if len(times) == 0:
-            continue
-        span = float(times[-1] - times[0])
-        ts.append(times - times[0] + offset)
-        us.append(types)
-        ends.append(np.full(len(times), offset + span))
-        total += span
-        offset += span + gap
-    if not ts:
-        return _Layout(np.zeros(0), np.zeros(0, np.int64), np.zeros(0), 0.0)
-    return _Layout(np.concatenate(ts), np.concatenate(us).astype(np.int64),
-                   np.concatenate(ends), max(total, 1e-12))
+def _ranges(seqs: list[tuple[np.ndarray, np.ndarray]]) -> _Ranges:
+    seqs = [(t, u) for t, u in seqs if len(t)]
+    lengths = np.array([len(t) for t, _ in seqs], dtype=np.int64)
+    stops = np.cumsum(lengths)
+    if not seqs:
+        return _Ranges(np.zeros(0), np.zeros(0, np.int64), stops, stops)
+    return _Ranges(np.concatenate([t for t, _ in seqs]).astype(np.float64),
+                   np.concatenate([u for _, u in seqs]).astype(np.int64), stops - lengths, stops)
 
 
-def excitation_sums(t: np.ndarray, u: np.ndarray, k_types: int, beta: float) -> np.ndarray:
-    """``R[i, k] = sum_{j < i, type_j = k} beta exp(-beta (t_i - t_j))``, shape (n, K)."""
-    n = len(t)
-    out = np.zeros((n, k_types))
-    if n < 2:
-        return out
-    bt = beta * t
-    for k in range(k_types):
-        x = np.where(u == k, bt, -np.inf)
-        acc = np.logaddexp.accumulate(x)
-        prev = np.concatenate(([-np.inf], acc[:-1]))
-        with np.errstate(invalid="ignore"):
-            out[:, k] = beta * np.exp(prev - bt)
-    out[~np.isfinite(out)] = 0.0
-    return out
-
-
-def _em(lay: _Layout, k_types: int, beta: float, max_iter: int, tol: float,
+def _em(rng: _Ranges, k_types: int, beta: float, max_iter: int, tol: float,
         init: tuple[np.ndarray, np.ndarray] | None = None) -> HawkesFit:
-    t, u, n = lay.t, lay.u, len(lay.t)
-    r = excitation_sums(t, u, k_types, beta)
-    comp = np.bincount(u, weights=1.0 - np.exp(-beta * (lay.end - t)), minlength=k_types)
-    comp = np.maximum(comp, 1e-12)
-    counts = np.bincount(u, minlength=k_types).astype(np.float64)
-    if init is not None:
-        mu, alpha = init[0].copy(), np.maximum(init[1], 1e-3)
-    else:
-        mu = np.maximum(counts, 1.0) / (2.0 * lay.total_time)
-        alpha = np.full((k_types, k_types), 0.5 / k_types)
-    onehot = np.zeros((n, k_types))
-    onehot[np.arange(n), u] = 1.0
-    it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
-        contrib = r * alpha.T[u]  # (n, K): alpha[k, u_i] R[i, k]
-        lam = mu[u] + contrib.sum(axis=1)
-        resp = contrib / lam[:, None]
-        new_mu = np.bincount(u, weights=mu[u] / lam, minlength=k_types) / lay.total_time
-        new_alpha = (onehot.T @ resp).T / comp[:, None]
-        step = max(float(np.abs(new_alpha - alpha).max()),
-                   float((np.abs(new_mu - mu) / np.maximum(mu, 1e-300)).max()))
-        mu, alpha = new_mu, new_alpha
-        if step <= tol:
-            break
-    contrib = r * alpha.T[u]
-    lam = mu[u] + contrib.sum(axis=1)
-    ll = float(np.log(lam).sum() - mu.sum() * lay.total_time - (alpha.sum(1) * comp).sum())
-    info = onehot.T @ ((r / lam[:, None]) ** 2)  # (K_u, K_k)
-    stderr = 1.0 / np.sqrt(np.maximum(info.T, 1e-300))
-    return HawkesFit(mu=mu, alpha=alpha, beta=beta, stderr=stderr, loglik=ll, n_events=n,
-                     iterations=it)
+    """One EM fit over all the sequences (the compiled kernel, one group)."""
+    fits = fit_ranges(rng.t, rng.u, rng.starts, rng.stops, np.array([0, len(rng.starts)]),
+                      k_types, beta, init, max_iter=max_iter, tol=tol)
+    return HawkesFit(mu=fits.mu[0], alpha=fits.alpha[0], beta=beta, stderr=fits.stderr[0],
+                     loglik=float(fits.loglik[0]), n_events=int(fits.events[0]),
+                     iterations=int(fits.iterations[0]))
 
 
 def default_beta(seqs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -176,10 +125,10 @@ def fit_hawkes(seqs: list[tuple[np.ndarray, np.ndarray]], k_types: int, *,
     if k_types < 1:
         raise ValueError("k_types must be at least 1")
     if beta is not None:
-        return _em(_layout(seqs, beta), k_types, beta, max_iter, tol, init)
+        return _em(_ranges(seqs), k_types, beta, max_iter, tol, init)
     base = default_beta(seqs)
     grid = [base * g for g in _BETA_GRID]
-    lay = _layout(_subsample(seqs, _SEARCH_EVENTS), min(grid) / 10.0)
+    lay = _ranges(_subsample(seqs, _SEARCH_EVENTS))
     fits: dict[float, HawkesFit] = {}
     prev: HawkesFit | None = None
     for b in grid:
@@ -210,8 +159,7 @@ def fit_hawkes(seqs: list[tuple[np.ndarray, np.ndarray]], k_types: int, *,
             fd = score(d)
     best_beta = max(fits, key=lambda b: fits[b].loglik)
     best = fits[best_beta]
-    return _em(_layout(seqs, best_beta), k_types, best_beta, max_iter, tol,
-               (best.mu, best.alpha))
+    return _em(_ranges(seqs), k_types, best_beta, max_iter, tol, (best.mu, best.alpha))
 
 
 def _subsample(seqs: list[tuple[np.ndarray, np.ndarray]],

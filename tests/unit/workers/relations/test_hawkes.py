@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from relshard.workers.relations.batch import fit_window_ranges, window_edges
-from relshard.workers.relations.hawkes import excitation_sums, fit_hawkes
+from relshard.workers.relations.hawkes import fit_hawkes
 from relshard.workers.relations.simulate import simulate_hawkes
 
 MU = np.array([0.2, 0.2, 0.1])
@@ -35,16 +35,45 @@ def fit_windows(windows, k_types, beta, init, **kw):
     return fit_window_ranges(t, u, stops - lengths, stops, k_types, beta, init, **kw)
 
 
-def test_excitation_sums_match_the_direct_double_sum():
+def _reference_em(seqs, k_types, beta, iters):
+    """EM written the plain way (numpy, excitation by the direct double sum)."""
+    r_all, u_all, comp, span = [], [], np.zeros(k_types), 0.0
+    for t, u in seqs:
+        r = np.zeros((len(t), k_types))
+        for i in range(len(t)):
+            for j in range(i):
+                r[i, u[j]] += beta * np.exp(-beta * (t[i] - t[j]))
+        r_all.append(r)
+        u_all.append(u)
+        comp += np.bincount(u, weights=1 - np.exp(-beta * (t[-1] - t)), minlength=k_types)
+        span += t[-1] - t[0]
+    r, u = np.concatenate(r_all), np.concatenate(u_all)
+    mu = np.maximum(np.bincount(u, minlength=k_types), 1.0) / (2 * span)
+    alpha = np.full((k_types, k_types), 0.5 / k_types)
+    for _ in range(iters):
+        contrib = r * alpha.T[u]
+        lam = mu[u] + contrib.sum(axis=1)
+        mu = np.bincount(u, weights=mu[u] / lam, minlength=k_types) / span
+        alpha = np.stack([np.bincount(u, weights=contrib[:, k] / lam, minlength=k_types)
+                          for k in range(k_types)]) / comp[:, None]
+    lam = mu[u] + (r * alpha.T[u]).sum(axis=1)
+    loglik = np.log(lam).sum() - mu.sum() * span - (alpha.sum(1) * comp).sum()
+    info = np.stack([np.bincount(u, weights=(r[:, k] / lam) ** 2, minlength=k_types)
+                     for k in range(k_types)])
+    return mu, alpha, 1 / np.sqrt(info), loglik
+
+
+def test_compiled_em_matches_the_plain_reference():
     rng = np.random.default_rng(0)
-    t = np.sort(rng.uniform(0, 50, 200)) + 1e6  # large absolute times must not overflow
-    u = rng.integers(0, 3, 200)
-    r = excitation_sums(t, u, 3, 1.5)
-    direct = np.zeros((200, 3))
-    for i in range(200):
-        for j in range(i):
-            direct[i, u[j]] += 1.5 * np.exp(-1.5 * (t[i] - t[j]))
-    np.testing.assert_allclose(r, direct, rtol=1e-9, atol=1e-12)
+    seqs = [(np.sort(rng.uniform(0, 60, n)) + 1e9, rng.integers(0, 3, n))  # large times
+            for n in (150, 90, 2)]
+    mu, alpha, stderr, loglik = _reference_em(seqs, 3, 1.5, 400)
+    fit = fit_hawkes(seqs, 3, beta=1.5, max_iter=400, tol=0.0)
+    np.testing.assert_allclose(fit.mu, mu, rtol=1e-8)
+    np.testing.assert_allclose(fit.alpha, alpha, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(fit.stderr, stderr, rtol=1e-8)
+    assert fit.loglik == pytest.approx(loglik, rel=1e-10)
+    assert fit.n_events == 242 and fit.iterations == 400
 
 
 def test_fit_recovers_the_planted_excitation(seqs):

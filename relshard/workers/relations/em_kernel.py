@@ -1,0 +1,185 @@
+"""The compiled EM of a multivariate exponential Hawkes process, for one fit or thousands.
+
+One kernel serves both fits: the whole log's (one parameter set over many sequences)
+and the windows' (one parameter set per window). Events are given as position ranges
+``[starts[r], stops[r])`` into sorted times ``t`` and type indices ``u``; ranges are
+grouped (``groups[g]:groups[g + 1]``), and each group is one fit with its own
+``mu`` and ``alpha``. Within a range the excitation sums follow the exact recursion
+
+    R[i, k] = exp(-beta (t_i - t_{i-1})) * (R[i-1, k] + beta [u_{i-1} = k])
+
+(``O(n K)``, no overflow however long the range); no event excites across ranges. A
+range is observed from its first to its last event. EM (Lewis & Mohler 2011; Veen &
+Schoenberg 2008) stops a fit when no branching ratio moves by more than ``tol`` and
+no background rate by more than ``tol`` relative. The observed Fisher information
+of ``alpha[k, u]`` gives its standard error, and ``erf(alpha / stderr / sqrt 2)`` its
+confidence (one minus the two-sided p-value of "no excitation"). Types outside
+``0..K-1`` are left out. numba compiles it on first use (~0.4 s and ~130 MB, paid only
+by processes that fit) and caches the machine code on disk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+
+@cache
+def _compiled() -> Any:
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_em_kernel)
+
+
+def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_counts,
+               max_iter, tol, mu_out, alpha_out, stderr_out, conf_out, present_out,
+               events_out, iters_out, ll_out):
+    n_max = 1
+    for g in range(len(groups) - 1):
+        size = 0
+        for r in range(groups[g], groups[g + 1]):
+            size += stops[r] - starts[r]
+        n_max = max(n_max, size)
+    tt = np.empty(n_max)
+    uu = np.empty(n_max, np.int64)
+    r_sum = np.empty((n_max, k_types))
+    comp = np.empty(k_types)
+    counts = np.empty(k_types)
+    new_mu = np.empty(k_types)
+    num = np.empty((k_types, k_types))
+    for g in range(len(groups) - 1):
+        n = 0
+        span = 0.0
+        comp[:] = 0.0
+        counts[:] = 0.0
+        for r in range(groups[g], groups[g + 1]):
+            first = n
+            for i in range(starts[r], stops[r]):
+                v = u[i]
+                if v >= 0 and v < k_types:
+                    tt[n] = t[i]
+                    uu[n] = v
+                    present_out[g, v] = True
+                    counts[v] += 1.0
+                    n += 1
+            if n == first:
+                continue
+            span += tt[n - 1] - tt[first]
+            for k in range(k_types):
+                r_sum[first, k] = 0.0
+            for i in range(first + 1, n):
+                d = math.exp(-beta * (tt[i] - tt[i - 1]))
+                for k in range(k_types):
+                    r_sum[i, k] = d * r_sum[i - 1, k]
+                r_sum[i, uu[i - 1]] += beta * d
+            for i in range(first, n):
+                comp[uu[i]] += 1.0 - math.exp(-beta * (tt[n - 1] - tt[i]))
+        events_out[g] = n
+        mu = mu_out[g]
+        alpha = alpha_out[g]
+        span = max(span, 1e-12)
+        for k in range(k_types):
+            comp[k] = max(comp[k], 1e-12)
+            if from_counts:
+                mu[k] = max(counts[k], 1.0) / (2.0 * span)
+            else:
+                mu[k] = mu0[k]
+            for v in range(k_types):
+                alpha[k, v] = 0.5 / k_types if from_counts else max(alpha0[k, v], 1e-3)
+        if n == 0:
+            stderr_out[g, :, :] = np.inf
+            conf_out[g, :, :] = 0.0
+            iters_out[g] = 0
+            ll_out[g] = 0.0
+            continue
+        it = 0
+        while it < max_iter:
+            it += 1
+            new_mu[:] = 0.0
+            num[:, :] = 0.0
+            for i in range(n):
+                v = uu[i]
+                lam = mu[v]
+                for k in range(k_types):
+                    lam += alpha[k, v] * r_sum[i, k]
+                inv = 1.0 / lam
+                new_mu[v] += mu[v] * inv
+                for k in range(k_types):
+                    num[k, v] += alpha[k, v] * r_sum[i, k] * inv
+            step = 0.0
+            for k in range(k_types):
+                for v in range(k_types):
+                    a = num[k, v] / comp[k]
+                    step = max(step, abs(a - alpha[k, v]))
+                    alpha[k, v] = a
+            for v in range(k_types):
+                m = new_mu[v] / span
+                step = max(step, abs(m - mu[v]) / max(mu[v], 1e-300))
+                mu[v] = m
+            if step <= tol:
+                break
+        iters_out[g] = it
+        num[:, :] = 0.0  # now the observed information
+        ll = 0.0
+        for i in range(n):
+            v = uu[i]
+            lam = mu[v]
+            for k in range(k_types):
+                lam += alpha[k, v] * r_sum[i, k]
+            ll += math.log(lam)
+            for k in range(k_types):
+                q = r_sum[i, k] / lam
+                num[k, v] += q * q
+        for k in range(k_types):
+            ll -= mu[k] * span
+            for v in range(k_types):
+                ll -= alpha[k, v] * comp[k]
+                se = 1.0 / math.sqrt(max(num[k, v], 1e-300))
+                stderr_out[g, k, v] = se
+                conf_out[g, k, v] = math.erf(alpha[k, v] / se / math.sqrt(2.0))
+        ll_out[g] = ll
+
+
+@dataclass
+class Fits:
+    """One row per group: ``mu (G, K)``, ``alpha (G, K, K)`` (row: cause, column: effect)."""
+
+    mu: np.ndarray
+    alpha: np.ndarray
+    stderr: np.ndarray
+    confidence: np.ndarray  # erf(z / sqrt 2), z = alpha / stderr
+    present: np.ndarray  # (G, K) bool: the type occurs in the group's events
+    events: np.ndarray  # (G,) events of fitted types
+    iterations: np.ndarray  # (G,) EM iterations each fit took
+    loglik: np.ndarray  # (G,) log-likelihood at the fit
+
+
+def fit_ranges(t: np.ndarray, u: np.ndarray, starts: np.ndarray, stops: np.ndarray,
+               groups: np.ndarray, k_types: int, beta: float,
+               init: tuple[np.ndarray, np.ndarray] | None, *, max_iter: int,
+               tol: float) -> Fits:
+    """Fit each group of ranges (see the module doc). ``init`` None: background rates from
+    the type counts and every branching ratio ``0.5 / K``."""
+    n_groups = len(groups) - 1
+    shape = (n_groups, k_types, k_types)
+    out = Fits(np.empty((n_groups, k_types)), np.empty(shape), np.empty(shape), np.empty(shape),
+               np.zeros((n_groups, k_types), dtype=np.bool_), np.zeros(n_groups, np.int64),
+               np.zeros(n_groups, np.int64), np.zeros(n_groups))
+    if n_groups == 0:
+        return out
+    mu0 = np.zeros(k_types) if init is None else np.asarray(init[0], dtype=np.float64)
+    alpha0 = (np.zeros((k_types, k_types)) if init is None
+              else np.asarray(init[1], dtype=np.float64))
+    _compiled()(np.ascontiguousarray(t, dtype=np.float64),
+                np.ascontiguousarray(u, dtype=np.int64),
+                np.ascontiguousarray(starts, dtype=np.int64),
+                np.ascontiguousarray(stops, dtype=np.int64),
+                np.ascontiguousarray(groups, dtype=np.int64), int(k_types), float(beta),
+                np.ascontiguousarray(mu0), np.ascontiguousarray(alpha0), init is None,
+                int(max_iter), float(tol), out.mu, out.alpha, out.stderr, out.confidence,
+                out.present, out.events, out.iterations, out.loglik)
+    return out
