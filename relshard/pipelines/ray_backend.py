@@ -166,12 +166,13 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
                          rows_per_write=rows_per_write or spec.output.shard_max_samples)
     try:
         # Writers reserve no CPU (reserving one starved the maps on small machines), so
-        # their number is capped instead: unbounded, Ray started a worker process per
-        # concurrent write, each re-importing everything (measured: 16 processes in a
-        # 16 s run on 2 CPUs).
+        # their number is capped instead, at one per CPU: unbounded, Ray started a worker
+        # process per concurrent write, each re-importing everything (16 processes in a
+        # 16 s run on 2 CPUs); at half the CPUs the writer was the bottleneck of event
+        # runs (10M events: dataset 37-41 s vs 32 s, three runs each).
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0,
                                                  "max_retries": spec.runtime.max_task_retries},
-                          concurrency=max(1, cpus // 2))
+                          concurrency=max(1, cpus))
     except Exception as exc:
         inner = _unwrap(exc)
         if isinstance(inner, RejectBudgetExceeded | RelshardError):
