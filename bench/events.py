@@ -21,6 +21,7 @@ memory, cut into parts of ``events.part_rows``); the baseline then sorts by time
     python bench/events.py                       # 10M rows (~3 minutes on 2 cores)
     python bench/events.py --single              # the same log as one sequence
     python bench/events.py --rows 1000000 --small 200000
+    python bench/events.py --rows 2000000 --bad-every 3   # 667k bad rows: driver memory
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ ALPHA = np.array([[0.0, 0.5, 0.0, 0.0], [0.0, 0.2, 0.1, 0.0], [0.0, 0.0, 0.0, 0.
 BETA = 1.0 / 30.0
 
 
-def make_log(path: Path, rows: int, sequences: int, seed: int = 0) -> int:
+def make_log(path: Path, rows: int, sequences: int, seed: int = 0, bad_every: int = 0) -> int:
     """Write the CSV in chunks of sequences; return the rows written."""
     rng = np.random.default_rng(seed)
     rate = np.linalg.solve(np.eye(len(MU)) - ALPHA.T, MU).sum()  # stationary events/s
@@ -58,7 +59,8 @@ def make_log(path: Path, rows: int, sequences: int, seed: int = 0) -> int:
     written = 0
     names = np.array(["quake_a", "quake_b", "quake_c", "quake_d"])
     with pacsv.CSVWriter(str(path), pa.schema([
-        ("region", pa.string()), ("time", pa.float64()), ("kind", pa.string()),
+        ("region", pa.string()), ("time", pa.string() if bad_every else pa.float64()),
+        ("kind", pa.string()),
         ("depth", pa.float64()), ("mag", pa.float64())])) as writer:
         chunk: list[pa.Table] = []
         for s in range(sequences):
@@ -71,7 +73,12 @@ def make_log(path: Path, rows: int, sequences: int, seed: int = 0) -> int:
             if sum(c.num_rows for c in chunk) > 2_000_000 or s == sequences - 1:
                 table = pa.concat_tables(chunk)
                 chunk = []
-                writer.write_table(table.take(rng.permutation(table.num_rows)))
+                table = table.take(rng.permutation(table.num_rows))
+                if bad_every:  # every bad_every-th row's time is not a time
+                    times = np.array(table.column("time").to_pylist(), dtype=object).astype(str)
+                    times[::bad_every] = "not a time"
+                    table = table.set_column(1, "time", pa.array(times.tolist(), pa.string()))
+                writer.write_table(table)
     return written
 
 
@@ -80,6 +87,9 @@ import resource, sys, time
 import numpy as np, pandas as pd
 t0 = time.perf_counter()
 df = pd.read_csv(sys.argv[1])
+if not pd.api.types.is_numeric_dtype(df["time"]):  # --bad-every: drop bad times
+    df["time"] = pd.to_numeric(df["time"], errors="coerce")
+    df = df.dropna(subset=["time"])
 if sys.argv[2] == "single":
     df = df.sort_values("time", kind="stable")
     seqs = {"": (df["time"].to_numpy(np.float64), df["kind"].to_numpy())}
@@ -173,7 +183,7 @@ class TreeMemory:
 
 
 def run_relshard(path: Path, out: Path, cpus: int,
-                 single: bool) -> tuple[float, float, tuple[float, str], int]:
+                 single: bool) -> tuple[float, float, tuple[float, str], int, int]:
     from relshard.pipelines.runner import run_pipeline
     from relshard.spec import parse_spec
 
@@ -184,7 +194,7 @@ def run_relshard(path: Path, out: Path, cpus: int,
                                 "sequence": None if single else "region",
                                 "marks": ["depth", "mag"], "time_format": "epoch_s"}}],
         "decode": {"window": {"events": 256, "stride": 128}},
-        "output": {"path": str(out)},
+        "output": {"path": str(out), "max_reject_fraction": 0.9},
         "runtime": {"progress": False, "num_cpus": cpus},
     })
     with TreeMemory() as mem:
@@ -192,7 +202,8 @@ def run_relshard(path: Path, out: Path, cpus: int,
         summary = run_pipeline(spec)
         secs = time.perf_counter() - t0
     rows = sum(m["rows"] for m in summary.manifest["events"].values())
-    return rows / secs, mem.peak, (mem.peak_child, mem.peak_child_name), summary.samples_written
+    return (rows / secs, mem.peak, (mem.peak_child, mem.peak_child_name),
+            summary.samples_written, summary.rejected_total)
 
 
 def main() -> None:
@@ -202,6 +213,8 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=1000)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--single", action="store_true", help="the log as one sequence")
+    ap.add_argument("--bad-every", type=int, default=0,
+                    help="make every Nth row's time unparsable (rejects at scale)")
     args = ap.parse_args()
     sizes = [s for s in (args.small, args.rows) if s]
     with tempfile.TemporaryDirectory(prefix="relshard-bench-events-") as tmp:
@@ -211,17 +224,17 @@ def main() -> None:
             # in a child, so the generator's memory does not count against the pipeline
             spawn = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                n = pool.submit(make_log, log, size,
-                                max(1, min(args.sequences, size // 1000))).result()
+                n = pool.submit(make_log, log, size, max(1, min(args.sequences, size // 1000)),
+                                0, args.bad_every).result()
             mb = log.stat().st_size / 2**20
             print(f"\n{n:,} rows, {mb:.0f} MB CSV (generated in {time.perf_counter() - t0:.0f} s)")
             base_rate, base_mem = run_baseline(log, args.single)
-            rate, mem, child, samples = run_relshard(log, Path(tmp) / f"out-{size}", args.cpus,
-                                              args.single)
+            rate, mem, child, samples, rejected = run_relshard(
+                log, Path(tmp) / f"out-{size}", args.cpus, args.single)
             print(f"  pandas read+sort+groupby : {base_rate:12,.0f} events/s, "
                   f"peak {base_mem:7.0f} MB")
             print(f"  relshard run (shards)    : {rate:12,.0f} events/s, peak {mem:7.0f} MB "
-                  f"(PSS of the tree), {samples:,} windows")
+                  f"(PSS of the tree), {samples:,} windows, {rejected:,} rows rejected")
             print(f"  largest private memory of one Ray process: {child[0]:.0f} MB ({child[1]})")
             print(f"  ratio relshard/pandas    : {rate / base_rate:.2f}x speed, "
                   f"{mem / base_mem:.2f}x memory")
