@@ -192,7 +192,8 @@ class EventWindower:
     @staticmethod
     def _provenance(beta: float | None) -> Provenance:
         method = (f"multivariate Hawkes, exponential kernel (beta={beta:.4g}/s from the whole "
-                  "log), EM" if beta else "no relation fit")
+                  f"log), EM warm-started from the whole log's fit, at most {WINDOW_FIT_ITER} "
+                  "iterations" if beta else "no relation fit")
         return Provenance(backend="hawkes", method=method, relshard_version=_version())
 
     def _sample(self, meta: dict[str, Any], key: str, seq: str | None, idx: int,
