@@ -52,6 +52,8 @@ class EventColumns(_Spec):
                          "decimal_year"] = "auto"
     format: Literal["auto", "csv", "jsonl", "parquet"] = Field(
         default="auto", description="auto: from the extension (.csv/.csv.gz/.zip/.jsonl/.parquet)")
+    delimiter: Literal[",", ";", "\t", "|"] | None = Field(
+        default=None, description="CSV field separator; None: the one the header line uses")
     buckets: int | None = Field(default=None, ge=1, le=65536,
                                 description="hash partitions of sequences; None: ~4 MB each")
     part_rows: int = Field(default=500_000, ge=1000, le=50_000_000,

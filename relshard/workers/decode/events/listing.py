@@ -62,8 +62,8 @@ class EventsSummary:
         if not self.logs:
             return {}
         keep = ("uri", "time_format", "time_format_reason", "rows", "rows_ok",
-                "rows_rejected", "buckets", "parts", "marks", "vocab", "type_counts", "t_min",
-                "t_max", "source_fit", "unreadable")
+                "rows_rejected", "truncated", "buckets", "parts", "marks", "vocab",
+                "type_counts", "t_min", "t_max", "source_fit", "unreadable")
         return {"events": {k: {f: m[f] for f in keep if f in m} for k, m in self.logs.items()}}
 
 

@@ -263,6 +263,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
     counts: Counter[str] = Counter()
     row0 = ok_rows = 0  # row0: data rows seen (good, bad and malformed)
     judge = _FormatJudge()
+    truncated: str | None = None
     t_min, t_max = np.inf, -np.inf
     try:
         for lb in iter_batches(uri, cols):
@@ -315,11 +316,18 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
             writer.add(table, _bucket_ids(table.column("seq").combine_chunks(), n_buckets))
             ok_rows += table.num_rows
     except UnreadableLog as exc:
-        writer.discard()
-        fs.rm(folder, recursive=True)
-        part.unreadable = str(exc)
-        part.rejects = []
-        return part
+        if row0 == 0:  # nothing could be read: the log is rejected whole
+            writer.discard()
+            fs.rm(folder, recursive=True)
+            part.unreadable = str(exc)
+            part.rejects = []
+            return part
+        # a log that breaks off (a truncated .gz, bytes cut mid-file): keep the rows read,
+        # reject the rest as one input named after the first row that was not read
+        reject(RowReject(row0 + 1, "truncated_log", f"data row {row0 + 1} and after: the log "
+                         f"could not be read past data row {row0} ({exc})"))
+        truncated = str(exc)
+        row0 += 1  # the unread tail counts as one row: rows = rows_ok + rows_rejected
     except BaseException:
         writer.discard()
         with contextlib.suppress(OSError):
@@ -336,7 +344,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
     part.meta = {
         "uri": uri, "input_key": input_key, "columns": cols.model_dump(mode="json"),
         "time_format": fmt, "time_format_reason": why, "rows": row0, "rows_ok": ok_rows,
-        "rows_rejected": n_rejected, "buckets": n_buckets,
+        "rows_rejected": n_rejected, "truncated": truncated, "buckets": n_buckets,
         "buckets_used": len(part.buckets), "marks": list(cols.marks),
         "vocab": vocab, "type_counts": [counts[v] for v in vocab],
         "t_min": t_min if ok_rows else None, "t_max": t_max if ok_rows else None,

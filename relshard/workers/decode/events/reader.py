@@ -106,9 +106,28 @@ def _check_columns(uri: str, present: list[str], wanted: list[str]) -> None:
                         "fix sources[].events.")
 
 
-def _csv_options(wanted: list[str], uri: str, column_type: pa.DataType = pa.string(),
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def sniff_delimiter(uri: str, wanted: list[str]) -> str:
+    """The delimiter under which the header line names the most wanted columns (``,`` on a
+    tie, tab for ``.tsv``): logs exported with ``;`` or tabs read without a setting."""
+    default = "\t" if ".tsv" in uri.lower() else ","
+    try:
+        with _opened(uri) as fh:
+            head = fh.readline(1 << 16).decode("utf-8", "replace").lstrip("\ufeff").strip()
+    except (UnreadableLog, EOFError, OSError, zipfile.BadZipFile):
+        return default  # reading the log itself will say what is wrong with it
+
+    def score(d: str) -> int:
+        return len(set(wanted) & {f.strip().strip('"') for f in head.split(d)})
+
+    best = max(_DELIMITERS, key=lambda d: (score(d), d == default))
+    return best if score(best) > score(default) else default
+
+
+def _csv_options(wanted: list[str], delimiter: str, column_type: pa.DataType = pa.string(),
                  on_invalid: Any = None) -> tuple[Any, Any]:
-    delimiter = "\t" if ".tsv" in uri.lower() else ","
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False,
                                invalid_row_handler=on_invalid)
     convert = pacsv.ConvertOptions(
@@ -129,10 +148,10 @@ class _Counter:
         return rows
 
 
-def _csv_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
+def _csv_batches(uri: str, wanted: list[str], delimiter: str) -> Iterator[LogBatch]:
     count = _Counter()
     with _opened(uri) as fh:
-        parse, convert = _csv_options(wanted, uri)
+        parse, convert = _csv_options(wanted, delimiter)
         try:
             reader = pacsv.open_csv(fh, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
                                     parse_options=parse, convert_options=convert)
@@ -149,7 +168,7 @@ def _csv_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
                 return
             except pa.ArrowInvalid:
                 pass  # a broken line: go on carefully from the first row not yet read
-    yield from _csv_careful(uri, wanted, skip=count.next)
+    yield from _csv_careful(uri, wanted, delimiter, skip=count.next)
 
 
 def _data_lines(fh: IO[bytes], skip_header: bool) -> Iterator[tuple[bytes | None, list[bytes]]]:
@@ -177,7 +196,8 @@ def _data_lines(fh: IO[bytes], skip_header: bool) -> Iterator[tuple[bytes | None
             return
 
 
-def _csv_careful(uri: str, wanted: list[str], skip: int) -> Iterator[LogBatch]:
+def _csv_careful(uri: str, wanted: list[str], delimiter: str,
+                 skip: int) -> Iterator[LogBatch]:
     row = 0
     with _opened(uri) as fh:
         for header, lines in _data_lines(fh, skip_header=True):
@@ -186,12 +206,12 @@ def _csv_careful(uri: str, wanted: list[str], skip: int) -> Iterator[LogBatch]:
                 continue
             drop = max(0, skip - row)
             row += drop
-            yield _csv_chunk(uri, wanted, header or b"", lines[drop:], row)
+            yield _csv_chunk(uri, wanted, delimiter, header or b"", lines[drop:], row)
             row += len(lines) - drop
 
 
-def _csv_chunk(uri: str, wanted: list[str], header: bytes, lines: list[bytes],
-               first: int) -> LogBatch:
+def _csv_chunk(uri: str, wanted: list[str], delimiter: str, header: bytes,
+               lines: list[bytes], first: int) -> LogBatch:
     """Parse ``lines`` (rows ``first``...) with Arrow; what it refuses becomes malformed."""
     refused: list[str] = []
 
@@ -199,7 +219,7 @@ def _csv_chunk(uri: str, wanted: list[str], header: bytes, lines: list[bytes],
         refused.append(bad.text)
         return "skip"
 
-    parse, convert = _csv_options(wanted, uri, pa.binary(), on_invalid)
+    parse, convert = _csv_options(wanted, delimiter, pa.binary(), on_invalid)
     table = pacsv.read_csv(io.BytesIO(header + b"\n" + b"\n".join(lines) + b"\n"),
                            read_options=pacsv.ReadOptions(use_threads=False),
                            parse_options=parse, convert_options=convert)
@@ -338,8 +358,10 @@ def iter_batches(uri: str, cols: EventColumns) -> Iterator[LogBatch]:
     """The log's rows in file order, in batches of the wanted columns (see the module doc)."""
     fmt = log_format(uri, cols.format)
     wanted = wanted_columns(cols)
-    readers: dict[str, Any] = {"csv": _csv_batches, "jsonl": _jsonl_batches,
-                               "parquet": _parquet_batches}
+    readers: dict[str, Any] = {"jsonl": _jsonl_batches, "parquet": _parquet_batches}
+    if fmt == "csv":
+        delimiter = cols.delimiter or sniff_delimiter(uri, wanted)
+        readers["csv"] = lambda u, w: _csv_batches(u, w, delimiter)
     try:
         yield from readers[fmt](uri, wanted)
     except (pa.ArrowInvalid, zipfile.BadZipFile, EOFError, OSError) as exc:

@@ -205,3 +205,33 @@ def test_a_time_format_that_fits_no_value_stops_the_run_with_one_sentence(tmp_pa
     part = partition_log(str(path), "log", None, EventColumns(time="time", type="mag_class"),
                          str(tmp_path / "work"))
     assert [(r.row, r.reason) for r in part.rejects] == [(5, "bad_time")]
+
+
+def test_a_log_cut_short_keeps_its_rows_and_rejects_the_rest(tmp_path):
+    import gzip
+
+    lines = "".join(f"north,{1_700_000_000 + i},M3,1,1\n" for i in range(200_000))
+    data = gzip.compress(("region,time,mag_class,depth,mag\n" + lines).encode())
+    path = tmp_path / "log.csv.gz"
+    path.write_bytes(data[: len(data) * 2 // 3])  # a download that stopped
+    rejects = []
+    part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"), rejects.append)
+    assert part.unreadable is None and 10_000 < part.meta["rows_ok"] < 200_000
+    (tail,) = rejects
+    assert tail.reason == "truncated_log" and tail.row == part.meta["rows_ok"] + 1
+    assert "could not be read past data row" in tail.detail and part.meta["truncated"]
+    assert part.meta["rows"] == part.meta["rows_ok"] + part.meta["rows_rejected"]
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_the_delimiter_is_read_off_the_header(tmp_path, rows, sep):
+    text = "\ufeff" + sep.join(["region", "time", "mag_class", "depth", "mag"]) + "\r\n" + "".join(
+        sep.join([r["region"], str(r["epoch"]), r["mag_class"], str(r["depth"]), str(r["mag"])])
+        + "\r\n" for r in rows[:50])
+    path = tmp_path / "log.csv"
+    path.write_text(text, encoding="utf-8")
+    part = partition_log(str(path), "log", None, COLS, str(tmp_path / "work"))
+    assert part.meta["rows_ok"] == 50 and part.rejects == []
+    forced = COLS.model_copy(update={"delimiter": ","})
+    with pytest.raises(SpecError, match="no column"):  # the setting wins over the header
+        partition_log(str(path), "log", None, forced, str(tmp_path / "work2"))
