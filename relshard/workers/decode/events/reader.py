@@ -4,7 +4,8 @@ Only the columns the spec names are read. CSV columns are read as strings, so a
 value in row nine million that does not match the type Arrow guessed from the first
 block cannot fail the whole file; typing happens per batch, and a bad value becomes a
 reject row, not an error. JSON Lines are read in chunks of lines, each parsed by
-Arrow on its own. Memory is a few batches, however long the log.
+Arrow on its own; nested objects are flattened, so ``type: event.kind`` names a field
+inside one. Memory is a few batches, however long the log.
 
 Broken lines do not cost the log: a CSV line with the wrong number of fields or
 bytes that are not UTF-8, or a JSON line that does not parse or is not an object,
@@ -291,6 +292,8 @@ def _jsonl_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
                 row = max([row, *(r + 1 for r, _ in out.malformed)])
                 yield out
                 continue
+            while any(pa.types.is_struct(f.type) for f in table.schema):
+                table = table.flatten()  # nested objects: columns named "event.type"
             if not checked:
                 _check_columns(uri, table.column_names, wanted)
                 checked = True
@@ -299,6 +302,18 @@ def _jsonl_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
             for batch in pa.table(cols).to_batches(max_chunksize=BATCH_ROWS):
                 yield LogBatch(batch, np.arange(row, row + batch.num_rows, dtype=np.int64))
                 row += batch.num_rows
+
+
+def _lookup(obj: dict[str, Any], name: str) -> Any:
+    """``obj[name]``, or the nested value a dotted name (``event.type``) points to."""
+    if name in obj:
+        return obj[name]
+    value: Any = obj
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def _json_text(v: Any) -> str | None:
@@ -324,7 +339,7 @@ def _jsonl_careful(chunk: bytes, wanted: list[str], first: int) -> LogBatch:
             malformed.append((first + k, f"is not a JSON object: {line[:80]!r}"))
             continue
         for c in wanted:
-            values[c].append(_json_text(obj.get(c)))
+            values[c].append(_json_text(_lookup(obj, c)))
         rows.append(first + k)
     table = pa.table({c: pa.array(v, pa.string()) for c, v in values.items()})
     batch = table.combine_chunks().to_batches()

@@ -235,3 +235,24 @@ def test_the_delimiter_is_read_off_the_header(tmp_path, rows, sep):
     forced = COLS.model_copy(update={"delimiter": ","})
     with pytest.raises(SpecError, match="no column"):  # the setting wins over the header
         partition_log(str(path), "log", None, forced, str(tmp_path / "work2"))
+
+
+def test_json_fields_inside_objects_are_named_with_dots(tmp_path, rows):
+    path = tmp_path / "log.jsonl"
+    lines = [json.dumps({"at": {"epoch": r["epoch"]}, "event": {"kind": r["mag_class"],
+                                                                "where": {"region": r["region"]}}})
+             for r in rows[:30]]
+    lines[7] = lines[7][:-5]  # a broken line sends its chunk down the careful path too
+    path.write_text("\n".join(lines) + "\n")
+    cols = EventColumns(time="at.epoch", type="event.kind", sequence="event.where.region",
+                        time_format="epoch_s")
+    part = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
+    assert [(r.row, r.reason) for r in part.rejects] == [(8, "malformed_row")]
+    assert part.meta["rows_ok"] == 29
+    assert part.meta["vocab"] == sorted({r["mag_class"] for r in rows[:30]})
+    kept = pa.concat_tables([read_bucket(part, b) for b in part.buckets])
+    assert set(kept.column("seq").to_pylist()) == {r["region"] for r in rows[:30]}
+    # a log without broken lines takes the fast path: the same rows
+    path.write_text("\n".join(ln for i, ln in enumerate(lines) if i != 7) + "\n")
+    fast = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
+    assert fast.meta["rows_ok"] == 29 and fast.meta["vocab"] == part.meta["vocab"]
