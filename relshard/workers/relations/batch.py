@@ -4,9 +4,10 @@ The windows of a bucket are position ranges ``[start, stop)`` into the bucket's
 sorted times and type indices (overlapping windows share the arrays, nothing is
 copied); each window is one group of :func:`relshard.workers.relations.em_kernel.
 fit_ranges`: its own parameters, warm-started from the whole log's fit, its own
-early stop. Same model, estimator and confidence as the whole log's fit (the decay
-``beta`` is the whole log's). Types outside ``0..k_types-1`` (those left out of the
-whole-log fit) are left out of the window's fit.
+early stop. Same model and confidence as the whole log's fit (the decay ``beta`` is
+the whole log's); the estimate is the posterior mode under a Gamma prior worth one
+event of exposure, centred on the whole log's branching ratios. Types outside
+``0..k_types-1`` (those left out of the whole-log fit) are left out of the window's fit.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ import numpy as np
 from relshard.workers.relations.em_kernel import Fits, fit_ranges
 from relshard.workers.relations.hawkes import Excitation
 
+WINDOW_PRIOR = 1.0  # a window's branching ratios: a Gamma prior at the whole log's, one event
+
 
 def fit_window_ranges(t: np.ndarray, u: np.ndarray, starts: np.ndarray, stops: np.ndarray,
                       k_types: int, beta: float, init: tuple[np.ndarray, np.ndarray], *,
-                      max_iter: int = 60, tol: float = 1e-3) -> Fits:
+                      max_iter: int = 60, tol: float = 1e-3, prior: float = WINDOW_PRIOR) -> Fits:
     """Fit every window ``t[starts[w]:stops[w]]`` (sorted times in seconds, type indices
-    ``u`` in ``0..k_types-1``; other values are left out)."""
+    ``u`` in ``0..k_types-1``; other values are left out). ``prior``: see
+    :func:`~relshard.workers.relations.em_kernel.fit_ranges` (a window is short: a type
+    seen once near its end would otherwise get an unbounded branching ratio)."""
     return fit_ranges(t, u, starts, stops, np.arange(len(starts) + 1), k_types, beta, init,
-                      max_iter=max_iter, tol=tol)
+                      max_iter=max_iter, tol=tol, prior=prior)
 
 
 def window_edges(fits: Fits, type_ids: np.ndarray, beta: float, min_weight: float,

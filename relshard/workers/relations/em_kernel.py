@@ -4,11 +4,15 @@ One kernel serves both fits: the whole log's (one parameter set over many sequen
 and the windows' (one parameter set per window). Events are given as position ranges
 ``[starts[r], stops[r])`` into sorted times ``t`` and type indices ``u``; ranges are
 grouped (``groups[g]:groups[g + 1]``), and each group is one fit with its own
-``mu`` and ``alpha``. Within a range the excitation sums follow the exact recursion
+``mu`` and ``alpha``. Within a range the excitation sums
+``R[i, k] = sum over earlier type-k events j of beta exp(-beta (t_i - t_j))`` follow the
+exact recursion
 
-    R[i, k] = exp(-beta (t_i - t_{i-1})) * (R[i-1, k] + beta [u_{i-1} = k])
+    R[i, k] = exp(-beta (t_i - t_{i-1})) * (R[i-1, k] + beta * #(type-k events at t_{i-1}))
 
-(``O(n K)``, no overflow however long the range); no event excites across ranges. A
+(``O(n K)``, no overflow however long the range). Events at the same instant do not
+excite each other (their order in the log says nothing about cause), and no event
+excites across ranges. A
 range is observed from its first to its last event. EM (Lewis & Mohler 2011; Veen &
 Schoenberg 2008) stops a fit when no branching ratio moves by more than ``tol`` and
 no background rate by more than ``tol`` relative. The observed Fisher information
@@ -35,9 +39,9 @@ def _compiled() -> Any:
     return numba.njit(cache=True, nogil=True)(_em_kernel)
 
 
-def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_counts,
+def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_counts, prior,
                max_iter, tol, mu_out, alpha_out, stderr_out, conf_out, present_out,
-               events_out, iters_out, ll_out):
+               events_out, iters_out, ll_out, triggered_out):
     n_max = 1
     for g in range(len(groups) - 1):
         size = 0
@@ -48,6 +52,7 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
     uu = np.empty(n_max, np.int64)
     r_sum = np.empty((n_max, k_types))
     comp = np.empty(k_types)
+    tied = np.empty(k_types)
     counts = np.empty(k_types)
     new_mu = np.empty(k_types)
     num = np.empty((k_types, k_types))
@@ -71,11 +76,18 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
             span += tt[n - 1] - tt[first]
             for k in range(k_types):
                 r_sum[first, k] = 0.0
+                tied[k] = 0.0
+            tied[uu[first]] = 1.0
             for i in range(first + 1, n):
-                d = math.exp(-beta * (tt[i] - tt[i - 1]))
-                for k in range(k_types):
-                    r_sum[i, k] = d * r_sum[i - 1, k]
-                r_sum[i, uu[i - 1]] += beta * d
+                if tt[i] > tt[i - 1]:  # the events at the previous instant now count
+                    d = math.exp(-beta * (tt[i] - tt[i - 1]))
+                    for k in range(k_types):
+                        r_sum[i, k] = d * (r_sum[i - 1, k] + beta * tied[k])
+                        tied[k] = 0.0
+                else:  # an event cannot be triggered by one at the same instant
+                    for k in range(k_types):
+                        r_sum[i, k] = r_sum[i - 1, k]
+                tied[uu[i]] += 1.0
             for i in range(first, n):
                 comp[uu[i]] += 1.0 - math.exp(-beta * (tt[n - 1] - tt[i]))
         events_out[g] = n
@@ -113,7 +125,7 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
             step = 0.0
             for k in range(k_types):
                 for v in range(k_types):
-                    a = num[k, v] / comp[k]
+                    a = (num[k, v] + prior * alpha0[k, v]) / (comp[k] + prior)
                     step = max(step, abs(a - alpha[k, v]))
                     alpha[k, v] = a
             for v in range(k_types):
@@ -124,6 +136,8 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
                 break
         iters_out[g] = it
         num[:, :] = 0.0  # now the observed information
+        trig = triggered_out[g]
+        trig[:, :] = 0.0
         ll = 0.0
         for i in range(n):
             v = uu[i]
@@ -134,6 +148,7 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
             for k in range(k_types):
                 q = r_sum[i, k] / lam
                 num[k, v] += q * q
+                trig[k, v] += alpha[k, v] * q
         for k in range(k_types):
             ll -= mu[k] * span
             for v in range(k_types):
@@ -156,19 +171,25 @@ class Fits:
     events: np.ndarray  # (G,) events of fitted types
     iterations: np.ndarray  # (G,) EM iterations each fit took
     loglik: np.ndarray  # (G,) log-likelihood at the fit
+    triggered: np.ndarray  # (G, K, K) expected number of u-events that k-events triggered
 
 
 def fit_ranges(t: np.ndarray, u: np.ndarray, starts: np.ndarray, stops: np.ndarray,
                groups: np.ndarray, k_types: int, beta: float,
                init: tuple[np.ndarray, np.ndarray] | None, *, max_iter: int,
-               tol: float) -> Fits:
+               tol: float, prior: float = 0.0) -> Fits:
     """Fit each group of ranges (see the module doc). ``init`` None: background rates from
-    the type counts and every branching ratio ``0.5 / K``."""
+    the type counts and every branching ratio ``0.5 / K``. ``prior`` > 0: a Gamma prior
+    on each branching ratio with its mode at ``init``'s, worth ``prior`` events of full
+    exposure (the M-step becomes ``(triggered + prior * alpha0) / (exposure + prior)``):
+    a window where a type has almost no time left to trigger anything (its events at the
+    window's end, or tied with the next one) stays near the whole log's estimate instead
+    of running off to 1e14."""
     n_groups = len(groups) - 1
     shape = (n_groups, k_types, k_types)
     out = Fits(np.empty((n_groups, k_types)), np.empty(shape), np.empty(shape), np.empty(shape),
                np.zeros((n_groups, k_types), dtype=np.bool_), np.zeros(n_groups, np.int64),
-               np.zeros(n_groups, np.int64), np.zeros(n_groups))
+               np.zeros(n_groups, np.int64), np.zeros(n_groups), np.zeros(shape))
     if n_groups == 0:
         return out
     mu0 = np.zeros(k_types) if init is None else np.asarray(init[0], dtype=np.float64)
@@ -180,6 +201,7 @@ def fit_ranges(t: np.ndarray, u: np.ndarray, starts: np.ndarray, stops: np.ndarr
                 np.ascontiguousarray(stops, dtype=np.int64),
                 np.ascontiguousarray(groups, dtype=np.int64), int(k_types), float(beta),
                 np.ascontiguousarray(mu0), np.ascontiguousarray(alpha0), init is None,
-                int(max_iter), float(tol), out.mu, out.alpha, out.stderr, out.confidence,
-                out.present, out.events, out.iterations, out.loglik)
+                float(prior if init is not None else 0.0), int(max_iter), float(tol), out.mu,
+                out.alpha, out.stderr, out.confidence, out.present, out.events, out.iterations,
+                out.loglik, out.triggered)
     return out

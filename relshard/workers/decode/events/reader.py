@@ -44,7 +44,7 @@ BATCH_ROWS = 262_144
 # retained by the allocator); the pre-pass is ~25% slower for it.
 _BLOCK_BYTES = 1 << 20
 _JSON_CHUNK_BYTES = 1 << 24
-_CAREFUL_CHUNK_BYTES = 1 << 22
+_CAREFUL_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -159,7 +159,7 @@ def _csv_batches(uri: str, wanted: list[str], delimiter: str) -> Iterator[LogBat
         except pa.ArrowKeyError:  # a named column is not in the header
             raise SpecError(f"Event log {uri!r} has no column(s) named in sources[].events "
                             f"({wanted}); fix sources[].events to match its header.") from None
-        except pa.ArrowInvalid:  # a broken line in the first block
+        except (pa.ArrowInvalid, EOFError, OSError):  # a broken line or a cut in block one
             reader = None
         if reader is not None:
             _check_columns(uri, reader.schema.names, wanted)
@@ -167,8 +167,11 @@ def _csv_batches(uri: str, wanted: list[str], delimiter: str) -> Iterator[LogBat
                 for batch in reader:
                     yield LogBatch(batch, count.take(batch.num_rows))
                 return
-            except pa.ArrowInvalid:
-                pass  # a broken line: go on carefully from the first row not yet read
+            except (pa.ArrowInvalid, EOFError, OSError):
+                # a broken line, or a stream that breaks off (Arrow reads ahead, so the
+                # rows before the break may not have come out yet): go on carefully from
+                # the first row not yet read; it reads up to the break, then says why
+                pass
     yield from _csv_careful(uri, wanted, delimiter, skip=count.next)
 
 

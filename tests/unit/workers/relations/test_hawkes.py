@@ -35,14 +35,33 @@ def fit_windows(windows, k_types, beta, init, **kw):
     return fit_window_ranges(t, u, stops - lengths, stops, k_types, beta, init, **kw)
 
 
+def test_a_type_seen_once_at_a_windows_end_keeps_a_bounded_weight():
+    """Type 2 occurs once, 0.01 s before the last event: no exposure to trigger anything,
+    so maximum likelihood runs its branching ratio off; the window prior keeps it near the
+    whole log's (0.01 here) and records no edge."""
+    rng = np.random.default_rng(5)
+    t = np.sort(rng.uniform(0, 200, 120))
+    u = rng.integers(0, 2, 120)
+    t = np.append(t, [t[-1] + 0.01, t[-1] + 0.02])
+    u = np.append(u, [2, 1])
+    init = (np.full(3, 0.2), np.full((3, 3), 0.01))
+    ml = fit_windows([(t, u)], 3, 2.0, init, max_iter=2000, tol=1e-9, prior=0.0)
+    assert ml.alpha[0, 2, 1] > 10  # the degenerate maximum-likelihood answer
+    mapped = fit_windows([(t, u)], 3, 2.0, init, max_iter=2000, tol=1e-9)
+    assert mapped.alpha[0, 2, 1] < 1.5
+    edges = window_edges(mapped, np.arange(3), 2.0, 0.1, 0.99)[0]
+    assert not [e for e in edges if e.source == 2]
+
+
 def _reference_em(seqs, k_types, beta, iters):
     """EM written the plain way (numpy, excitation by the direct double sum)."""
     r_all, u_all, comp, span = [], [], np.zeros(k_types), 0.0
     for t, u in seqs:
         r = np.zeros((len(t), k_types))
         for i in range(len(t)):
-            for j in range(i):
-                r[i, u[j]] += beta * np.exp(-beta * (t[i] - t[j]))
+            for j in range(len(t)):
+                if t[j] < t[i]:  # strictly earlier: simultaneous events do not excite
+                    r[i, u[j]] += beta * np.exp(-beta * (t[i] - t[j]))
         r_all.append(r)
         u_all.append(u)
         comp += np.bincount(u, weights=1 - np.exp(-beta * (t[-1] - t)), minlength=k_types)
@@ -67,13 +86,15 @@ def test_compiled_em_matches_the_plain_reference():
     rng = np.random.default_rng(0)
     seqs = [(np.sort(rng.uniform(0, 60, n)) + 1e9, rng.integers(0, 3, n))  # large times
             for n in (150, 90, 2)]
+    seqs.append((np.repeat(np.sort(rng.uniform(0, 30, 20)), 3) + 2e9,  # ties: three a time
+                 rng.integers(0, 3, 60)))
     mu, alpha, stderr, loglik = _reference_em(seqs, 3, 1.5, 400)
     fit = fit_hawkes(seqs, 3, beta=1.5, max_iter=400, tol=0.0)
     np.testing.assert_allclose(fit.mu, mu, rtol=1e-8)
     np.testing.assert_allclose(fit.alpha, alpha, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(fit.stderr, stderr, rtol=1e-8)
     assert fit.loglik == pytest.approx(loglik, rel=1e-10)
-    assert fit.n_events == 242 and fit.iterations == 400
+    assert fit.n_events == 302 and fit.iterations == 400
 
 
 def test_fit_recovers_the_planted_excitation(seqs):
@@ -104,7 +125,8 @@ def test_batched_window_fits_agree_with_one_by_one_fits(seqs):
     t, u = seqs[0]
     wins = [(t[i:i + 400], u[i:i + 400]) for i in range(0, 2000, 400)]
     glob = fit_hawkes(seqs, 3, beta=BETA)
-    fits = fit_windows(wins, 3, BETA, (glob.mu, glob.alpha), max_iter=3000, tol=1e-8)
+    fits = fit_windows(wins, 3, BETA, (glob.mu, glob.alpha), max_iter=3000, tol=1e-8,
+                       prior=0.0)
     for w, (wt, wu) in enumerate(wins):
         one = fit_hawkes([(wt, wu)], 3, beta=BETA, init=(glob.mu, glob.alpha), max_iter=3000,
                          tol=1e-8)
