@@ -50,14 +50,10 @@ class HawkesFit:
     alpha: np.ndarray  # (K, K) branching ratios, row: cause, column: effect
     beta: float  # kernel decay, 1/seconds
     stderr: np.ndarray  # (K, K)
+    confidence: np.ndarray  # (K, K) erf(alpha / stderr / sqrt 2), from the kernel
     loglik: float
     n_events: int
     iterations: int
-
-    @property
-    def confidence(self) -> np.ndarray:
-        z = self.alpha / np.maximum(self.stderr, 1e-300)
-        return np.vectorize(lambda v: math.erf(v / math.sqrt(2.0)))(z)
 
     def excitations(self, min_weight: float = 0.05, min_confidence: float = 0.9,
                     types: np.ndarray | None = None) -> list[Excitation]:
@@ -100,8 +96,8 @@ def _em(rng: _Ranges, k_types: int, beta: float, max_iter: int, tol: float,
     fits = fit_ranges(rng.t, rng.u, rng.starts, rng.stops, np.array([0, len(rng.starts)]),
                       k_types, beta, init, max_iter=max_iter, tol=tol)
     return HawkesFit(mu=fits.mu[0], alpha=fits.alpha[0], beta=beta, stderr=fits.stderr[0],
-                     loglik=float(fits.loglik[0]), n_events=int(fits.events[0]),
-                     iterations=int(fits.iterations[0]))
+                     confidence=fits.confidence[0], loglik=float(fits.loglik[0]),
+                     n_events=int(fits.events[0]), iterations=int(fits.iterations[0]))
 
 
 def default_beta(seqs: list[tuple[np.ndarray, np.ndarray]]) -> float:

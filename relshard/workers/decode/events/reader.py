@@ -272,9 +272,13 @@ def _utf8_rows(table: pa.Table, rows: np.ndarray,
         cols.append(pa.array(values, pa.string()))
     out = pa.table(cols, names=table.column_names).filter(pa.array(ok))
     malformed.sort()
-    batch = out.combine_chunks().to_batches()
-    empty = pa.RecordBatch.from_pylist([], schema=out.schema)
-    return LogBatch(batch[0] if batch else empty, rows[ok], malformed)
+    return LogBatch(_one_batch(out), rows[ok], malformed)
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    """A table as one record batch (an empty one when it has no rows)."""
+    batches = table.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
 def _jsonl_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
@@ -345,9 +349,7 @@ def _jsonl_careful(chunk: bytes, wanted: list[str], first: int) -> LogBatch:
             values[c].append(_json_text(_lookup(obj, c)))
         rows.append(first + k)
     table = pa.table({c: pa.array(v, pa.string()) for c, v in values.items()})
-    batch = table.combine_chunks().to_batches()
-    empty = pa.RecordBatch.from_pylist([], schema=table.schema)
-    return LogBatch(batch[0] if batch else empty, np.array(rows, dtype=np.int64), malformed)
+    return LogBatch(_one_batch(table), np.array(rows, dtype=np.int64), malformed)
 
 
 def _parquet_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
