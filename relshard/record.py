@@ -40,6 +40,7 @@ PLACEHOLDER_RE = re.compile(r"\{([A-Za-z][A-Za-z0-9]*)\}")
 Modality = Literal["image", "video", "events"]
 AttributeCategory = Literal["face", "hair", "clothing", "accessory", "object", "other"]
 SubjectKind = Literal["person", "face", "animal", "object", "other"]
+SubjectSource = Literal["detector", "model", "both"]
 BBox = Annotated[list[float], Field(min_length=4, max_length=4)]
 
 
@@ -135,6 +136,8 @@ class Subject(_Model):
     face_bbox: BBox | None = None
     score: float | None = None
     detector: str | None = None
+    source: SubjectSource = Field(
+        default="detector", description="who found it: the detector, the model, or both")
     crop: str | None = Field(default=None, description="crop member suffix, e.g. 's1.jpg'")
     track: list[TrackPoint] = Field(default_factory=list)
 

@@ -33,6 +33,7 @@ from relshard.shards.index import (
     CorruptIndexError,
     UnitInfo,
     read_unit_info,
+    record_columns,
     write_table,
 )
 from relshard.shards.layout import (
@@ -85,6 +86,7 @@ def index_row(sample: ScannedSample, shard: str) -> dict[str, Any]:
         "backend": prov.get("backend"), "model": prov.get("model"),
         "prompt_version": prov.get("prompt_version"), "sha256": source.get("sha256"),
         "schema_version": rec.get("schema_version"),
+        **record_columns(rec),
     }
 
 

@@ -46,7 +46,16 @@ INDEX_SCHEMA = pa.schema([
     ("prompt_version", pa.string()),
     ("sha256", pa.string()),
     ("schema_version", pa.int32()),
+    ("n_subjects_model", pa.int32()),
+    ("n_subjects_both", pa.int32()),
+    ("leak", pa.string()),
 ])
+
+# Columns added after the first index format: older index files lack them, and
+# readers treat them as null (0 subjects found by the model, no leak recorded).
+LATER_INDEX_COLUMNS = ("n_subjects_model", "n_subjects_both", "leak")
+LEAK_FIXED_WARNING = "anonymization_leak_fixed"
+LEAK_KEPT_WARNING = "anonymization_leak"
 
 REJECTS_SCHEMA = pa.schema([
     ("input_key", pa.string()),
@@ -57,6 +66,25 @@ REJECTS_SCHEMA = pa.schema([
     ("raw_output", pa.string()),
     ("attempts", pa.int32()),
 ])
+
+
+def record_columns(rec: dict[str, Any]) -> dict[str, Any]:
+    """The index columns read off a record (plain data): subjects by source, leak status.
+
+    ``leak`` is ``"fixed"`` when a re-ask removed a leak from the relational caption,
+    ``"kept"`` when a leak was kept with a warning (``on_leak: keep``), else None.
+    """
+    sources = [s.get("source", "detector") for s in rec.get("subjects") or []]
+    leak = None
+    for w in rec.get("warnings") or []:
+        head = str(w).split(":", 1)[0]
+        if head == LEAK_FIXED_WARNING:
+            leak = "fixed"
+        elif head == LEAK_KEPT_WARNING:
+            leak = "kept"
+            break
+    return {"n_subjects_model": sources.count("model"),
+            "n_subjects_both": sources.count("both"), "leak": leak}
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ Regions of a subject:
   58-92 %, both over the middle half of its width (a HOG box is the person with
   little margin; the head is the top ~20 %). A known face pushes the upper band
   below the chin;
-- face only: the upper body is the area from 0.5 to 1.8 face heights under the
-  chin (past the neck and collar), 2.6 face widths wide; the lower body (hips,
-  legs) 3.2 to 5.2 face heights under the chin; both only where enough of it is
-  in frame;
+- face only, or a person whose box was estimated from its face
+  (:mod:`relshard.workers.detect.body`): the upper body is the area from 0.5 to
+  1.8 face heights under the chin (past the neck and collar), 2.6 face widths
+  wide; the lower body (hips, legs) 3.2 to 5.2 face heights under the chin; both
+  only where enough of it is in frame;
 - hair (only when a face is known): a band a quarter of a face height tall on
   top of the face box, over its middle 80 %.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from relshard.record import Subject
+from relshard.workers.detect.body import is_estimated
 
 Box = tuple[float, float, float, float]
 
@@ -83,11 +85,19 @@ def _under_face(face: Box, start: float, stop: float, half_width: float) -> Box:
     return (cx - half_width * fw, y1 + start * fh, cx + half_width * fw, y1 + stop * fh)
 
 
+def _seen_face(subject: Subject) -> Box | None:
+    """The face to measure the body from: a face subject's, or an estimated body's."""
+    if subject.kind == "face" or is_estimated(subject.detector):
+        return face_box(subject)
+    return None
+
+
 def upper_body_region(subject: Subject) -> Region | None:
     """Where the subject's upper-body clothing should be."""
     face = face_box(subject)
-    if subject.kind == "face":
-        return _clip(_under_face(tuple(subject.bbox), 0.5, 1.8, 1.3))  # type: ignore[arg-type]
+    seen = _seen_face(subject)
+    if seen is not None:
+        return _clip(_under_face(seen, 0.5, 1.8, 1.3))
     band = _band(tuple(subject.bbox), 0.22, 0.50)  # type: ignore[arg-type]
     if face is not None:
         below_chin = face[3] + 0.1 * (face[3] - face[1])
@@ -98,8 +108,9 @@ def upper_body_region(subject: Subject) -> Region | None:
 
 def lower_body_region(subject: Subject) -> Region | None:
     """Where the subject's lower-body clothing should be."""
-    if subject.kind == "face":
-        return _clip(_under_face(tuple(subject.bbox), 3.2, 5.2, 1.0))  # type: ignore[arg-type]
+    seen = _seen_face(subject)
+    if seen is not None:
+        return _clip(_under_face(seen, 3.2, 5.2, 1.0))
     return _clip(_band(tuple(subject.bbox), 0.58, 0.92))  # type: ignore[arg-type]
 
 

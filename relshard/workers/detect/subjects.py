@@ -3,16 +3,19 @@
 For each frame (RGB uint8, H x W x 3):
 
 1. downscale so the long side is at most ``cfg.detect_side`` (never upscale);
-2. run the enabled detectors (:mod:`relshard.workers.detect.cascades`): frontal and
-   profile Haar faces at least ``cfg.min_face_px`` wide *in stored-frame pixels*
-   (and never under the cascades' 20 px window), HOG people;
+2. run the backend ``cfg.backend`` (:mod:`relshard.workers.detect.backends`:
+   CenterFace by default, or OpenCV's Haar faces and HOG people) for faces at
+   least ``cfg.min_face_px`` wide *in stored-frame pixels*, and people;
 3. non-maximum suppression at ``cfg.nms_iou`` across all detectors; among faces a
    box lying mostly inside a higher-scored face is dropped too (a frontal and a
    profile hit on one face need not reach the IoU threshold);
 4. a face whose centre lies in the upper half of a person box, and that is much
    smaller than it, becomes that person's ``face_bbox``: one subject, not two;
 5. a faceless person box that hangs right under a face (HOG fires on the torso of
-   head-and-shoulders portraits) is that face's body and is dropped.
+   head-and-shoulders portraits) is that face's body and is dropped;
+6. with ``cfg.body_from_face`` a face that no person box claimed becomes a person
+   whose box is estimated from the face (:mod:`relshard.workers.detect.body`),
+   ``face_bbox`` the face and ``detector`` ending in ``+body-estimate``.
 
 A clip's keyframes are linked into tracks by greedy IoU matching; one subject per
 track, with its box and crop taken from the frame where it is largest and its
@@ -31,13 +34,9 @@ import numpy as np
 
 from relshard.record import Subject, TrackPoint
 from relshard.spec import DetectSpec
-from relshard.workers.detect.cascades import (
-    Detection,
-    detect_frontal_faces,
-    detect_people,
-    detect_profile_faces,
-    prepare_gray,
-)
+from relshard.workers.detect.backends import DetectorBackend, build_detector
+from relshard.workers.detect.body import BODY_ESTIMATE, estimate_body
+from relshard.workers.detect.cascades import Detection
 from relshard.workers.detect.nms import box_area, containment, iou, nms
 
 Box = tuple[float, float, float, float]
@@ -180,6 +179,15 @@ def drop_bodies_below_faces(cands: list[Candidate]) -> list[Candidate]:
     ]
 
 
+def bodies_from_faces(cands: list[Candidate]) -> list[Candidate]:
+    """Faces that no person claimed become persons with a box estimated from the face."""
+    return [
+        replace(c, kind="person", box=estimate_body(c.box), face=c.box,
+                detector=f"{c.detector}+{BODY_ESTIMATE}") if c.kind == "face" else c
+        for c in cands
+    ]
+
+
 def _link_score(a: Candidate, b: Candidate) -> float:
     """How well ``b`` continues ``a``: IoU of bodies, or of faces across kinds."""
     if a.kind == b.kind:
@@ -234,27 +242,29 @@ def crop_subject(rgb: np.ndarray, box: Box, max_side: int,
 class SubjectDetector:
     """Finds the people and faces of a sample's frames (see the module doc)."""
 
-    def __init__(self, cfg: DetectSpec) -> None:
+    def __init__(self, cfg: DetectSpec, backend: DetectorBackend | None = None) -> None:
         self.cfg = cfg
+        self._backend = backend
+
+    @property
+    def backend(self) -> DetectorBackend:
+        """The detector backend, built on first use (loads its model in this process)."""
+        if self._backend is None:
+            self._backend = build_detector(self.cfg)
+        return self._backend
 
     def detect_frame(self, rgb: np.ndarray, frame: int = 0) -> list[Candidate]:
         """Candidates of one RGB frame, normalized to it, faces merged into persons."""
         small, scale = downscale(rgb, self.cfg.detect_side)
         height, width = small.shape[:2]
-        dets: list[Detection] = []
-        if self.cfg.faces:
-            gray = prepare_gray(small)
-            min_px = max(1, round(self.cfg.min_face_px * scale))
-            dets += detect_frontal_faces(gray, min_px)
-            if self.cfg.profile_faces:
-                dets += detect_profile_faces(gray, min_px)
-        if self.cfg.persons:
-            dets += detect_people(small)
+        min_px = max(1, round(self.cfg.min_face_px * scale))
+        dets: list[Detection] = self.backend.detect(small, min_px)
         cands = [
             Candidate(d.kind, _normalize(d.box, width, height), d.score, d.detector, frame)
             for d in suppress(dets, self.cfg.nms_iou)
         ]
-        return drop_bodies_below_faces(merge_faces_into_persons(cands))
+        cands = drop_bodies_below_faces(merge_faces_into_persons(cands))
+        return bodies_from_faces(cands) if self.cfg.body_from_face else cands
 
     def detect(self, frames: list[np.ndarray]) -> tuple[list[Subject], dict[str, np.ndarray]]:
         """Subjects ``S1..Sn`` (left to right) of one sample, and their RGB crops.

@@ -25,7 +25,13 @@ from tests.unit.workers.detect.scenes import (
     standing_figure,
 )
 
-FACES_ONLY = DetectSpec(persons=False, profile_faces=False)  # frontal Haar: fast
+
+def cascade_spec(**kw) -> DetectSpec:
+    """Today's OpenCV cascades + HOG, faces kept as face subjects (what these tests pin)."""
+    return DetectSpec(backend="opencv", body_from_face=False, **kw)
+
+
+FACES_ONLY = cascade_spec(persons=False, profile_faces=False)  # frontal Haar: fast
 
 
 def _draft(frames: list[np.ndarray], found: list[Subject], key: str = "k") -> SampleDraft:
@@ -133,7 +139,7 @@ def test_the_astronaut_wears_orange_and_has_hair():
 
 
 def test_a_drawn_person_wears_a_red_top_and_blue_trousers():
-    found, ann, _ = _detect_and_annotate(standing_figure(), DetectSpec())
+    found, ann, _ = _detect_and_annotate(standing_figure(), cascade_spec())
     assert [s.kind for s in found] == ["person"]
     texts = _texts(ann, "S1")
     assert texts.get("red upper-body clothing") == "wears"
@@ -142,7 +148,7 @@ def test_a_drawn_person_wears_a_red_top_and_blue_trousers():
 
 
 def test_nothing_detected_gives_an_empty_annotation():
-    _, ann, record = _detect_and_annotate(photo("chelsea"), DetectSpec())
+    _, ann, record = _detect_and_annotate(photo("chelsea"), cascade_spec())
     assert ann.attributes == [] and ann.relations == []
     assert ann.caption == "No people were detected."
     assert ann.relational_caption == ""

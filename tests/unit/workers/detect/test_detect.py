@@ -25,7 +25,13 @@ from tests.unit.workers.detect.scenes import (
     zoomed,
 )
 
-FACES_ONLY = DetectSpec(persons=False, profile_faces=False)  # frontal Haar: fast
+
+def cascade_spec(**kw) -> DetectSpec:
+    """Today's OpenCV cascades + HOG, faces kept as face subjects (what these tests pin)."""
+    return DetectSpec(backend="opencv", body_from_face=False, **kw)
+
+
+FACES_ONLY = cascade_spec(persons=False, profile_faces=False)  # frontal Haar: fast
 
 
 def _centre_x(s) -> float:
@@ -68,7 +74,7 @@ def test_nms_suppresses_overlaps_and_keeps_the_rest():
 
 def test_grace_hopper_is_one_face_subject_with_a_crop():
     image = photo("grace_hopper")
-    found, crops = SubjectDetector(DetectSpec(crop_side=64)).detect([image])
+    found, crops = SubjectDetector(cascade_spec(crop_side=64)).detect([image])
     assert len(found) == 1
     s = found[0]
     assert (s.id, s.kind, s.frame, s.crop, s.track) == ("S1", "face", 0, "s1.jpg", [])
@@ -81,7 +87,7 @@ def test_grace_hopper_is_one_face_subject_with_a_crop():
 
 
 def test_a_cat_is_not_a_person():
-    found, crops = SubjectDetector(DetectSpec()).detect([photo("chelsea")])
+    found, crops = SubjectDetector(cascade_spec()).detect([photo("chelsea")])
     assert found == [] and crops == {}
 
 
@@ -114,33 +120,33 @@ def test_detection_runs_at_detect_side_and_never_upscales(monkeypatch: pytest.Mo
         seen.append(gray.shape)
         return []
 
-    monkeypatch.setattr(subjects, "detect_frontal_faces", spy)
+    monkeypatch.setattr(cascades, "detect_frontal_faces", spy)
     scene = side_by_side(photo("grace_hopper"), photo("astronaut"))  # 1112 x 600
-    SubjectDetector(DetectSpec(persons=False, profile_faces=False)).detect([scene])
-    SubjectDetector(DetectSpec(persons=False, profile_faces=False, detect_side=2000)).detect(
+    SubjectDetector(cascade_spec(persons=False, profile_faces=False)).detect([scene])
+    SubjectDetector(cascade_spec(persons=False, profile_faces=False, detect_side=2000)).detect(
         [scene])
     assert seen == [(345, 640), (600, 1112)]
 
 
 def test_min_face_px_is_in_stored_frame_pixels():
     astro = photo("astronaut")  # a 95 px face
-    assert len(SubjectDetector(DetectSpec(persons=False, min_face_px=80)).detect([astro])[0]) == 1
-    assert SubjectDetector(DetectSpec(persons=False, min_face_px=120)).detect([astro])[0] == []
+    assert len(SubjectDetector(cascade_spec(persons=False, min_face_px=80)).detect([astro])[0]) == 1
+    assert SubjectDetector(cascade_spec(persons=False, min_face_px=120)).detect([astro])[0] == []
 
 
 def test_max_subjects_keeps_the_largest():
     scene = side_by_side(photo("astronaut"), photo("grace_hopper"))
-    found, crops = SubjectDetector(DetectSpec(persons=False, max_subjects=1)).detect([scene])
+    found, crops = SubjectDetector(cascade_spec(persons=False, max_subjects=1)).detect([scene])
     assert len(found) == 1 and found[0].id == "S1"
     assert _centre_x(found[0]) > 0.5  # Grace, on the right, has the larger face
     assert list(crops) == ["s1.jpg"]
-    assert SubjectDetector(DetectSpec(max_subjects=0)).detect([scene]) == ([], {})
+    assert SubjectDetector(cascade_spec(max_subjects=0)).detect([scene]) == ([], {})
 
 
 def test_detectors_can_be_turned_off():
     grace = photo("grace_hopper")
-    assert SubjectDetector(DetectSpec(faces=False, persons=False)).detect([grace]) == ([], {})
-    assert SubjectDetector(DetectSpec(faces=False)).detect([grace])[0] == []
+    assert SubjectDetector(cascade_spec(faces=False, persons=False)).detect([grace]) == ([], {})
+    assert SubjectDetector(cascade_spec(faces=False)).detect([grace])[0] == []
 
 
 def test_profile_faces_are_found_on_both_sides(monkeypatch: pytest.MonkeyPatch):
@@ -181,8 +187,8 @@ def test_duplicate_face_hits_make_one_subject(monkeypatch: pytest.MonkeyPatch):
         x0, y0, x1, y1 = GRACE_FACE
         return [Detection((x0 + 6, y0 + 4, x1 + 6, y1 + 4), 0.4, "face", "haar-profile")]
 
-    monkeypatch.setattr(subjects, "detect_profile_faces", echo)
-    found, _ = SubjectDetector(DetectSpec(persons=False)).detect([photo("grace_hopper")])
+    monkeypatch.setattr(cascades, "detect_profile_faces", echo)
+    found, _ = SubjectDetector(cascade_spec(persons=False)).detect([photo("grace_hopper")])
     assert [(s.kind, s.detector) for s in found] == [("face", "haar-frontal")]
 
 
@@ -190,13 +196,13 @@ def test_duplicate_face_hits_make_one_subject(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_hog_finds_a_standing_person():
-    found, crops = SubjectDetector(DetectSpec()).detect([standing_figure()])
+    found, crops = SubjectDetector(cascade_spec()).detect([standing_figure()])
     assert len(found) == 1
     s = found[0]
     assert s.kind == "person" and s.detector == "hog" and s.face_bbox is None
     assert s.bbox[0] < 0.5 < s.bbox[2] and s.bbox[1] < 0.2 and s.bbox[3] > 0.3
     assert "s1.jpg" in crops
-    assert SubjectDetector(DetectSpec(persons=False)).detect([standing_figure()])[0] == []
+    assert SubjectDetector(cascade_spec(persons=False)).detect([standing_figure()])[0] == []
 
 
 def test_weak_hog_hits_are_rejected():
@@ -207,7 +213,7 @@ def test_weak_hog_hits_are_rejected():
 
 def test_no_people_are_made_of_flags_and_suits():
     scene = side_by_side(photo("grace_hopper"), photo("astronaut"))[:, :1104]
-    cfg = DetectSpec(faces=False)
+    cfg = cascade_spec(faces=False)
     for dx in (4, 8, 12):  # weak false HOG hits (weights 0.5-0.8) on the flag
         assert SubjectDetector(cfg).detect([shifted(scene, dx)])[0] == []
 
@@ -220,8 +226,8 @@ def _fake_people(box: tuple[float, float, float, float]):
 
 def test_a_face_inside_a_person_is_one_subject(monkeypatch: pytest.MonkeyPatch):
     person = (120.0, 40.0, 330.0, 512.0)  # around the astronaut, face in its upper half
-    monkeypatch.setattr(subjects, "detect_people", _fake_people(person))
-    found, _ = SubjectDetector(DetectSpec()).detect([photo("astronaut")])
+    monkeypatch.setattr(cascades, "detect_people", _fake_people(person))
+    found, _ = SubjectDetector(cascade_spec()).detect([photo("astronaut")])
     assert len(found) == 1
     s = found[0]
     assert s.kind == "person" and s.detector == "hog+haar-frontal"
@@ -231,8 +237,8 @@ def test_a_face_inside_a_person_is_one_subject(monkeypatch: pytest.MonkeyPatch):
 
 def test_a_torso_under_a_face_is_not_another_person(monkeypatch: pytest.MonkeyPatch):
     torso = (190.0, 190.0, 330.0, 500.0)  # HOG firing on the suit below the face
-    monkeypatch.setattr(subjects, "detect_people", _fake_people(torso))
-    found, _ = SubjectDetector(DetectSpec()).detect([photo("astronaut")])
+    monkeypatch.setattr(cascades, "detect_people", _fake_people(torso))
+    found, _ = SubjectDetector(cascade_spec()).detect([photo("astronaut")])
     assert [s.kind for s in found] == ["face"]
 
 
@@ -300,7 +306,7 @@ def test_link_tracks_greedy_and_gaps():
 
 
 def test_bad_frames_are_bugs_and_no_frames_is_nothing():
-    det = SubjectDetector(DetectSpec())
+    det = SubjectDetector(cascade_spec())
     assert det.detect([]) == ([], {})
     with pytest.raises(ValueError):
         det.detect([np.zeros((10, 10, 3), np.float32)])
