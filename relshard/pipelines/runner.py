@@ -32,6 +32,7 @@ from relshard.workers.annotate.stage import AnnotateStage
 from relshard.workers.decode.events.listing import EventsExpander, remove_work
 from relshard.workers.decode.events.row_rejects import RowRejectLedger
 from relshard.workers.decode.events.stage import EventsStage, SkipEvents
+from relshard.workers.detect.backends import preflight_detector
 from relshard.workers.item import InputRef
 from relshard.workers.media import MediaStage
 from relshard.workers.stage import Stage
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LISTING_CHUNK = 100_000
 SPEC_FILE = "spec.resolved.json"
+LEAK_REJECT_REASON = "anonymization_leak"
 
 
 @dataclass
@@ -56,10 +58,23 @@ class RunSummary:
     units: int = 0
     seconds: float = 0.0
     manifest: dict[str, Any] = field(default_factory=dict)
+    leaks: dict[str, int] = field(default_factory=dict)  # "fixed"/"kept" -> samples written
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+    @property
+    def leak_rejects(self) -> int:
+        return self.rejected.get(LEAK_REJECT_REASON, 0)
+
+    @property
+    def leak_rate(self) -> float:
+        """Samples whose relational caption leaked (fixed by a re-ask, kept, or rejected)
+        over the samples annotated: those written plus the leak rejects."""
+        annotated = self.samples_written + self.leak_rejects
+        total = sum(self.leaks.values()) + self.leak_rejects
+        return total / annotated if annotated else 0.0
 
 
 def build_stages(spec: PipelineSpec) -> list[Stage]:
@@ -135,6 +150,8 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
     started = time.monotonic()
     if output:
         spec = spec.model_copy(update={"output": spec.output.model_copy(update={"path": output})})
+    if any(s.modality != "events" for s in spec.sources):
+        preflight_detector(spec.detect)  # a missing model or runtime: one sentence, no work
     fs, root = open_root(spec.output.path)
     fs.makedirs(root, exist_ok=True)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
@@ -169,12 +186,15 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
                                       rows_per_write=events.summary.rows_per_write(spec))
 
     rejected: Counter[str] = Counter(row_rejects.by_reason)
+    leaks: Counter[str] = Counter()
     for res in results:
         summary.inputs_written += res["inputs_written"]
         summary.samples_written += res["samples_written"]
         summary.units += len(res["units"])
         rejected.update(res["rejects_by_reason"])
+        leaks.update(res.get("leaks") or {})
     summary.rejected = dict(rejected)
+    summary.leaks = dict(leaks)
     summary.units += row_rejects.units
     if results:
         # Every write task has ended: what is still uncommitted belongs to attempts

@@ -48,6 +48,7 @@ from relshard.shards.index import (
     REJECTS_SCHEMA,
     Columns,
     UnitInfo,
+    record_columns,
     write_table,
 )
 from relshard.shards.layout import (
@@ -81,6 +82,7 @@ class WriteSummary:
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     units: list[UnitInfo] = field(default_factory=list)
     inputs_skipped: int = 0  # an input key seen a second time by this writer
+    leaks: dict[str, int] = field(default_factory=dict)  # index ``leak`` value -> samples
 
     @property
     def inputs_rejected(self) -> int:
@@ -122,16 +124,22 @@ class _Unit:
     def tar_bytes(self) -> int:
         return self._tar.offset if self._tar else 0
 
-    def add_input(self, item: WorkItem, samples: list[SampleMembers]) -> None:
+    def add_input(self, item: WorkItem, samples: list[SampleMembers]) -> list[str]:
+        """Add one input's samples; returns their ``leak`` index values that are set."""
         self._claim()
         if self._tar is None:
             self._tar_file = StagedFile(self.layout, self.shard, raw=True)
             self._staged.append(self._tar_file)
             self._tar = TarWriter(self._tar_file.file, mtime=self.mtime)
+        leaks: list[str] = []
         for sample in samples:
             offset, size = self._tar.add_sample(sample.members)
             rec = sample.record
             prov = rec.provenance
+            later = record_columns({"subjects": [{"source": s.source} for s in rec.subjects],
+                                    "warnings": rec.warnings})
+            if later["leak"]:
+                leaks.append(later["leak"])
             self.index.append({
                 "key": sample.key,
                 "input_key": item.input.input_key,
@@ -152,11 +160,13 @@ class _Unit:
                 "prompt_version": prov.prompt_version,
                 "sha256": rec.source.sha256,
                 "schema_version": SCHEMA_VERSION,
+                **later,
             })
         self.ninputs += 1
         if self._tar.offset - self._flushed >= WRITEBACK_STEP:
             self._tar_file.start_writeback(self._tar.offset)  # type: ignore[union-attr]
             self._flushed = self._tar.offset
+        return leaks
 
     def add_reject(self, reject: Reject) -> None:
         self._claim()
@@ -298,7 +308,8 @@ class ShardWriter:
         if unit.nsamples and self._would_overflow(unit, samples):
             self._commit()
             unit = self._unit
-        unit.add_input(item, samples)
+        for leak in unit.add_input(item, samples):
+            self.summary.leaks[leak] = self.summary.leaks.get(leak, 0) + 1
         self._seen_keys.update(s.key for s in samples)
         self.summary.inputs_written += 1
         self.summary.samples_written += len(samples)

@@ -10,6 +10,7 @@ wrong model name fails before any work starts.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -21,8 +22,15 @@ from relshard.errors import BackendError
 from relshard.pipelines.runner import run_pipeline
 from relshard.record import SampleRecord
 from relshard.spec import parse_spec
+from relshard.workers.detect.nms import iou
 from tests.conftest import SAMPLES
-from tests.servers.chat_server import ChatServer, Reply, first_image_url
+from tests.servers.chat_server import (
+    ChatServer,
+    Reply,
+    first_image_url,
+    good_answer,
+    request_text,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -87,6 +95,51 @@ def test_run_with_openai_backend_end_to_end(ray_session, tmp_path):
         summary2 = run_pipeline(_spec(src, tmp_path / "out2", srv, cache=str(tmp_path / "cache")))
         assert summary2.inputs_written == 3 and summary2.rejected == {"invalid_output": 1}
         assert len(srv.requests) == calls
+
+
+_BOX_LINE = re.compile(r"^(S\d+): \w+, (?:frame \d+, )?box \[([^\]]+)\]", re.MULTILINE)
+_CORNERS = ([0.01, 0.01, 0.12, 0.16], [0.88, 0.01, 0.99, 0.16], [0.01, 0.84, 0.12, 0.99],
+            [0.88, 0.84, 0.99, 0.99])
+
+
+def _grounding_model(body) -> Reply:
+    """Lists the detector's S1 again (a match) and one subject in a free corner (new)."""
+    boxes = {sid: [float(v) for v in box.split(",")]
+             for sid, box in _BOX_LINE.findall(request_text(body))}
+    listed = [{"id": f"S{len(boxes) + 1}", "kind": "person", "bbox": boxes["S1"]}] if boxes else []
+    free = next(c for c in _CORNERS if all(iou(c, b) == 0 for b in boxes.values()))
+    listed.append({"id": f"S{len(boxes) + 2}", "kind": "person", "bbox": free})
+    return Reply(json.dumps(good_answer(body, listed)))
+
+
+def test_run_with_model_grounded_subjects(ray_session, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("two_people.jpg", "chelsea_cat.jpg"):
+        shutil.copy(SAMPLES / "images" / name, src / name)
+    shutil.copy(SAMPLES / "videos" / "two_people_pan.mp4", src / "pan.mp4")
+    out = tmp_path / "out"
+    with ChatServer() as srv:
+        srv.responder = _grounding_model
+        summary = run_pipeline(_spec(src, out, srv, subjects="both"))
+    assert summary.inputs_written == 3 and summary.rejected_total == 0
+    names: set[str] = set()
+    for shard in out.glob("**/*.tar"):
+        with tarfile.open(shard) as tar:
+            names.update(tar.getnames())
+    recs = _records(out)
+    assert any(r.subjects and r.subjects[0].source == "both" for r in recs)
+    for rec in recs:
+        assert rec.provenance.prompt_version.startswith("v2-")
+        assert rec.provenance.prompt_version.endswith("/single/subjects=both")
+        sources = [s.source for s in rec.subjects]
+        assert sources[-1] == "model" and sources.count("model") == 1
+        assert set(sources[:-1]) <= {"detector", "both"}
+        assert [s.id for s in rec.subjects] == [f"S{i + 1}" for i in range(len(rec.subjects))]
+        for s in rec.subjects:
+            assert f"{rec.key}.{s.crop}" in names  # crops for all, the model's included
+        owners = {r.subject for r in rec.relations if r.object.startswith("A")}
+        assert owners == {s.id for s in rec.subjects}
 
 
 def test_wrong_model_fails_before_any_work(ray_session, tmp_path):

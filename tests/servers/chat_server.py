@@ -13,7 +13,9 @@ per request before the default applies:
 - ``Reset()``: drop the connection without a response.
 
 ``latency`` delays every answer; ``requests`` records each request's JSON body
-and headers. Used by the tests and by ``bench/annotate.py``.
+and headers. ``good_answer(body, model_subjects)`` (or the responder
+``lists_subjects(...)``) also lists subjects as the model found them, for the
+grounding tests. Used by the tests and by ``bench/annotate.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,12 +87,23 @@ def first_image_url(body: dict[str, Any]) -> str | None:
     return None
 
 
-def good_answer(body: dict[str, Any]) -> dict[str, Any]:
-    """A valid answer for the request's step, built from the ids its prompt lists."""
+def good_answer(body: dict[str, Any], model_subjects: list[dict[str, Any]] | None = None,
+                refer: Collection[str] | None = None) -> dict[str, Any]:
+    """A valid answer for the request's step, built from the ids its prompt lists.
+
+    ``model_subjects``: subjects the model lists itself (the ``ground`` answer, or
+    ``"subjects"`` of a ``single`` answer), as given; a ``single`` answer also
+    groups an attribute under each of their ids in ``refer`` (default: all).
+    """
     text = request_text(body)
     steps = _STEP.findall(text)
     step = steps[0] if steps else "single"
     subjects = list(dict.fromkeys(_SUBJECT_LINE.findall(text)))
+    if step == "ground":
+        return {"subjects": list(model_subjects or [])}
+    listed = [str(m["id"]) for m in model_subjects or [] if m.get("id") is not None]
+    if step == "single":
+        subjects += [i for i in listed if (refer is None or i in refer) and i not in subjects]
     attrs = [{"id": f"A{i + 1}", "subject": s, "text": ATTRIBUTE_TEXTS[i % len(ATTRIBUTE_TEXTS)],
               "category": "clothing", "predicate": "wears"} for i, s in enumerate(subjects)]
     rels = [{"subject": a, "predicate": "stands_next_to", "object": b}
@@ -107,8 +120,20 @@ def good_answer(body: dict[str, Any]) -> dict[str, Any]:
         return {"relational_caption": "; ".join(parts)}
     grouping = [f"{{{a['subject']}}} wears {{{a['id']}}}" for a in attrs]
     pairs = [f"{{{r['subject']}}} stands next to {{{r['object']}}}" for r in rels]
-    return {"caption": f"A scene with {len(subjects) or 'no'} people.", "attributes": attrs,
-            "relations": rels, "relational_caption": "; ".join(grouping + pairs)}
+    answer = {"caption": f"A scene with {len(subjects) or 'no'} people.", "attributes": attrs,
+              "relations": rels, "relational_caption": "; ".join(grouping + pairs)}
+    if model_subjects is not None:
+        answer["subjects"] = list(model_subjects)
+    return answer
+
+
+def lists_subjects(model_subjects: list[dict[str, Any]], refer: Collection[str] | None = None
+                   ) -> Callable[[dict[str, Any]], Reply]:
+    """A responder: good answers that list ``model_subjects`` (see :func:`good_answer`)."""
+    def respond(body: dict[str, Any]) -> Reply:
+        return Reply(json.dumps(good_answer(body, model_subjects, refer)))
+
+    return respond
 
 
 def completion(content: str, model: str) -> dict[str, Any]:

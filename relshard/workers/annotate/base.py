@@ -11,18 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from relshard.record import Attribute, Provenance, Relation
+from relshard.record import Attribute, Provenance, Relation, Subject
 from relshard.workers.item import SampleDraft
 
 
 @dataclass
 class Annotation:
+    """A sample's annotation.
+
+    ``subjects``: when not None, the sample's subjects from now on (the model listed
+    subjects itself: merged with, or replacing, the detector's); ``members``: crops
+    to add (suffix -> JPEG bytes) for subjects the detector did not crop.
+    """
+
     attributes: list[Attribute] = field(default_factory=list)
     relations: list[Relation] = field(default_factory=list)
     caption: str = ""
     relational_caption: str = ""
     provenance: Provenance | None = None
     warnings: list[str] = field(default_factory=list)
+    subjects: list[Subject] | None = None
+    members: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass

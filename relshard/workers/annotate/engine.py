@@ -8,26 +8,39 @@ pending together.
 
 Per step: ask; extract and validate the answer; if invalid, ask once more
 (``invalid_retries``) showing the model the validation error; if still invalid,
-reject the input with the raw answer kept for the rejects ledger. Then the
-relational caption is checked for leaks (attribute words, subject names) and,
+reject the input with the raw answer kept for the rejects ledger. Predicates are
+mapped onto the spec's relation vocabulary (``annotate.predicates``); an unknown
+one makes the answer invalid. Then the relational caption is checked for leaks
+(attribute words and subject names, by stem; attribute words in predicates) and,
 per ``on_leak``, re-asked, rejected or kept with a warning. Answers go through
 the content-addressed response cache when one is configured.
+
+With ``annotate.subjects`` ``both`` or ``model`` the model also lists the subjects
+it sees, with boxes: in the ``single`` answer itself, or in a ``ground`` step that
+runs before the staged steps. Its boxes are checked, merged with the detector's
+by IoU and renumbered, and the answer's references renamed, by
+:mod:`relshard.workers.annotate.grounding` (which explains the choices); the
+annotation then carries the sample's new subject list and the crops of the
+subjects only the model found.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any, Protocol
 
 from relshard import __version__
-from relshard.errors import BackendError
+from relshard.errors import BackendError, SpecError
 from relshard.record import Provenance, Subject
+from relshard.workers.annotate import grounding as G
 from relshard.workers.annotate import parsing as P
 from relshard.workers.annotate.anonymize import find_leaks, leak_message
 from relshard.workers.annotate.base import Annotation, AnnotationFailure
 from relshard.workers.annotate.cache import ResponseCache, cache_key
-from relshard.workers.annotate.prompts import STAGED_STEPS, ChatRequest, PromptSet
+from relshard.workers.annotate.predicates import PredicateVocabulary
+from relshard.workers.annotate.prompts import GROUND_STEPS, STAGED_STEPS, ChatRequest, PromptSet
 from relshard.workers.annotate.visual import VisualError, sample_images
 from relshard.workers.item import SampleDraft
 
@@ -55,11 +68,19 @@ class AnnotationEngine:
         self.model = model
         self.prompts = PromptSet(cfg.prompt_version)
         self.prompt_version = f"{self.prompts.version}/{cfg.prompt_mode}"
+        self.subjects_mode: str = getattr(cfg, "subjects", "detector")
+        if self.subjects_mode != "detector":  # the model lists subjects (see grounding.py)
+            if not self.prompts.can_ground:
+                raise SpecError(f"prompt_version {cfg.prompt_version} cannot ask the model for "
+                                f"subjects: use v2 or later, or annotate.subjects: detector.")
+            self.prompt_version += f"/subjects={self.subjects_mode}"
         self.identity = {"backend": backend, "model": model, "params": params,
                          "prompt_version": self.prompts.version}
         self.cache = ResponseCache(cfg.cache) if cfg.cache else None
         self.calls = 0
         self.max_active = max_active
+        self.vocabulary = PredicateVocabulary.from_spec(getattr(cfg, "predicates", None))
+        self._predicate_list = ", ".join(sorted(self.vocabulary.words))
 
     async def annotate_all(self, samples: list[SampleDraft]
                            ) -> list[Annotation | AnnotationFailure]:
@@ -95,15 +116,29 @@ class AnnotationEngine:
             latency_s=round(time.perf_counter() - start, 6), relshard_version=__version__)
         return ann
 
-    async def _annotate(self, sample: SampleDraft) -> Annotation:
-        cfg = self.cfg
+    async def _images(self, sample: SampleDraft) -> tuple[list[bytes], list[int]]:
         # OpenCV releases the GIL: preparing images in a thread keeps the loop answering.
-        images, positions = await asyncio.to_thread(
+        cfg = self.cfg
+        return await asyncio.to_thread(
             sample_images, sample, marks=cfg.subject_marks,
             frames_per_request=cfg.frames_per_request, max_side=cfg.image_max_side)
+
+    async def _annotate(self, sample: SampleDraft) -> Annotation:
+        cfg = self.cfg
+        grounding = self.subjects_mode != "detector"
+        if self.subjects_mode == "model":  # detector subjects are ignored entirely
+            sample = dataclasses.replace(sample, subjects=[])
+        images, positions = await self._images(sample)
         subjects = sample.subjects
         state: dict[str, Any] = {"attributes": [], "relations": [], "names": {}}
-        steps = ("single",) if cfg.prompt_mode == "single" else STAGED_STEPS
+        steps: tuple[str, ...] = ("single",) if cfg.prompt_mode == "single" else STAGED_STEPS
+        crops: dict[str, bytes] | None = None
+        if grounding:
+            state[G.STATE_KEY] = G.GroundContext(
+                mode=self.subjects_mode, base=list(subjects),
+                images=G.sent_images(images, positions))
+            if cfg.prompt_mode == "staged":
+                steps = ("ground", *steps)
         last: tuple[ChatRequest, str] | None = None
         for step in steps:
             if step in ("groups", "relations") and not subjects:
@@ -113,16 +148,28 @@ class AnnotationEngine:
                 continue
             view = _grouped_view(state) if step == "relcaption" else state
             req = self.prompts.request(step, images, positions, subjects=subjects, state=view,
-                                       marks=cfg.subject_marks)
+                                       marks=cfg.subject_marks, ground=grounding,
+                                       predicates=self._predicate_list)
             part, req, text = await self._ask_valid(step, req, subjects, state)
             state.update(part)
+            subjects = state.get("subjects", subjects)
+            if step == "ground":  # later steps see the merged subjects marked, as detected ones
+                crops = await asyncio.to_thread(G.model_crops, sample.frames, subjects)
+                if crops:
+                    images, positions = await self._images(dataclasses.replace(
+                        sample, subjects=subjects, members={**sample.members, **crops}))
             last = (req, text)
         warnings = await self._check_leaks(state, subjects, last)
+        subjects = state.get("subjects", subjects)  # a leak re-ask may list them anew
+        if grounding and (crops is None or cfg.prompt_mode == "single"):
+            crops = await asyncio.to_thread(G.model_crops, sample.frames, subjects)
         attributes, relations = P.to_record_parts(subjects, state)
         return Annotation(attributes=attributes, relations=relations,
                           caption=state.get("caption", "").strip(),
                           relational_caption=state.get("relational_caption", "").strip(),
-                          warnings=warnings)
+                          warnings=list(state.get("ground_warnings", [])) + warnings,
+                          subjects=list(subjects) if grounding else None,
+                          members=crops or {})
 
     async def _check_leaks(self, state: dict[str, Any], subjects: list[Subject],
                            last: tuple[ChatRequest, str] | None) -> list[str]:
@@ -157,8 +204,12 @@ class AnnotationEngine:
         for attempt in range(self.cfg.invalid_retries + 1):
             text = await self._call(req)
             try:
-                part = P.parse_step(step, text)
-                _check(step, part, subjects, state)
+                part = P.parse_step(step, text, self._lists_subjects(step))
+                self.vocabulary.normalize_answer(part)  # unknown predicates are invalid
+                ground = state.get(G.STATE_KEY)
+                if ground is not None and step in GROUND_STEPS:  # merge, rename references
+                    part = G.ground_answer(part, ground)
+                _check(step, part, part.get("subjects", subjects), state)
                 return part, req, text
             except P.InvalidAnswer as err:
                 if attempt == self.cfg.invalid_retries:
@@ -175,13 +226,19 @@ class AnnotationEngine:
                 return hit
         try:
             self.calls += 1
-            text = await self.client.complete(req, P.json_schema(req.step))
+            text = await self.client.complete(
+                req, P.json_schema(req.step, self._lists_subjects(req.step)))
         except BackendError as err:
             reason = "backend_unavailable" if err.retryable else "backend_error"
             raise _Failed(reason, str(err)) from None
         if self.cache:
             self.cache.put(key, text, {"step": req.step, "model": self.model})
         return text
+
+
+    def _lists_subjects(self, step: str) -> bool:
+        """Whether ``step``'s answer lists subjects (``annotate.subjects`` not detector)."""
+        return self.subjects_mode != "detector" and step in GROUND_STEPS
 
 
 def _grouped_view(state: dict[str, Any]) -> dict[str, Any]:

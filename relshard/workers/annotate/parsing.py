@@ -14,9 +14,17 @@ import functools
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from relshard.record import (
     ATTRIBUTE_ID_RE,
@@ -30,6 +38,9 @@ from relshard.record import (
 CATEGORIES: tuple[str, ...] = AttributeCategory.__args__  # type: ignore[attr-defined]
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+_Box = Annotated[list[float], Field(min_length=4, max_length=4)]
 
 
 class InvalidAnswer(ValueError):
@@ -125,23 +136,89 @@ class SingleOut(CaptionOut, GroupsOut, RelationsOut, RelCaptionOut):
     """The combined answer of the ``single`` prompt."""
 
 
+class SubjectOut(_Loose):
+    """A subject the model lists itself (see ``grounding``): a normalized box or Qwen pixels."""
+
+    id: str | int | None = Field(default=None, description="S1, S2, ...")
+    kind: str = Field(default="person", validation_alias=AliasChoices("kind", "label"))
+    bbox: _Box | None = Field(default=None, description="normalized [x0, y0, x1, y1]")
+    bbox_2d: _Box | None = Field(default=None, description="pixels of the image sent")
+    image: int = Field(default=1, ge=0, description="which image sent (1 = the first)")
+
+    @model_validator(mode="after")
+    def _has_box(self) -> SubjectOut:
+        if self.bbox is None and self.bbox_2d is None:
+            raise ValueError("a listed subject needs a 'bbox' [x0, y0, x1, y1]")
+        return self
+
+
+class GroundOut(_Loose):
+    """The answer of the ``ground`` step: the subjects the model sees."""
+
+    subjects: list[SubjectOut] = Field(default_factory=list)
+
+
+class SingleGroundedOut(SingleOut, GroundOut):
+    """The ``single`` answer when the model also lists subjects."""
+
+
 STEP_MODELS: dict[str, type[_Loose]] = {
     "single": SingleOut, "caption": CaptionOut, "groups": GroupsOut,
-    "relations": RelationsOut, "relcaption": RelCaptionOut,
+    "relations": RelationsOut, "relcaption": RelCaptionOut, "ground": GroundOut,
 }
 
 
+def _step_model(step: str, subjects: bool) -> type[_Loose]:
+    return SingleGroundedOut if subjects and step == "single" else STEP_MODELS[step]
+
+
 @functools.cache
-def json_schema(step: str) -> dict[str, Any]:
-    """The JSON schema a server may enforce for ``step`` (``response_format``); do not mutate."""
-    return STEP_MODELS[step].model_json_schema()
+def json_schema(step: str, subjects: bool = False) -> dict[str, Any]:
+    """The JSON schema a server may enforce for ``step`` (``response_format``); do not mutate.
+
+    ``subjects``: the answer also lists subjects (``annotate.subjects`` is not detector).
+    """
+    return _step_model(step, subjects).model_json_schema()
 
 
-def parse_step(step: str, text: str) -> dict[str, Any]:
-    """Extract and shape-check one step's answer; returns its fields as plain data."""
-    data = extract_json(text)
+def _extract_list(text: str) -> list[Any] | None:
+    """A JSON array answer (Qwen grounds as a bare list of ``bbox_2d`` objects), or None."""
+    cands = [text.strip(), *(m.strip() for m in _FENCE.findall(text))]
+    start, end = text.find("["), text.rfind("]")
+    if 0 <= start < end:
+        cands.append(text[start:end + 1])
+    for cand in cands:
+        for attempt in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
+            try:
+                value = json.loads(attempt)
+            except ValueError:
+                continue
+            if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+                return value
+    return None
+
+
+def parse_step(step: str, text: str, subjects: bool = False) -> dict[str, Any]:
+    """Extract and shape-check one step's answer; returns its fields as plain data.
+
+    ``subjects``: the ``single`` answer may list subjects too. A ``ground`` answer may
+    be a bare JSON list of subjects.
+    """
     try:
-        return STEP_MODELS[step].model_validate(data).model_dump()
+        data = extract_json(text)
+    except InvalidAnswer:
+        if step != "ground":
+            raise
+        data = {}
+    if step == "ground" and "subjects" not in data:
+        listed = _extract_list(text)
+        if listed is None and ("bbox" in data or "bbox_2d" in data):
+            listed = [data]  # one subject, not wrapped
+        if listed is None and not data:
+            raise InvalidAnswer("the answer holds no JSON object")
+        data = {"subjects": listed or []}
+    try:
+        return _step_model(step, subjects).model_validate(data).model_dump()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "answer"

@@ -7,6 +7,13 @@ mode asks in turn for the caption, the subject-attribute groups, the relations,
 and the anonymized relational caption, each request carrying what earlier steps
 found. A request is backend-neutral: text parts and references to images, which
 each backend turns into its own wire format.
+
+From ``v2`` a version may also ship ``ground`` and ``subjects`` prompts: with
+``annotate.subjects`` other than ``detector`` the ``subjects`` text (the request
+to list the subjects the detector missed, ids from ``S(n+1)``) fills the
+``$subjects_task`` field of the ``single`` prompt, or of the ``ground`` step that
+precedes the staged steps. ``v1`` has neither and its files never change, so its
+requests, digest and cached answers stay exactly as they were.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ from relshard.record import Subject
 
 PROMPT_NAMES = ("system", "single", "caption", "groups", "relations", "relcaption", "retry",
                 "leak")
+GROUND_PROMPTS = ("ground", "subjects")  # from v2: the model lists subjects itself
 STAGED_STEPS = ("caption", "groups", "relations", "relcaption")
-IMAGE_STEPS = frozenset({"single", "caption", "groups", "relations"})
+GROUND_STEPS = frozenset({"single", "ground"})  # the steps whose answer may list subjects
+IMAGE_STEPS = frozenset({"single", "caption", "groups", "relations", "ground"})
 
 
 @dataclass
@@ -53,21 +62,43 @@ class PromptSet:
                 raise SpecError(f"Prompt version {version!r} has no {name!r} prompt; "
                                 f"use a version shipped in relshard/workers/annotate/prompts.")
             self.texts[name] = path.read_text(encoding="utf-8")
+        for name in GROUND_PROMPTS:  # optional: a version without them cannot ground
+            path = folder / f"{version}.{name}.txt"
+            if path.is_file():
+                self.texts[name] = path.read_text(encoding="utf-8")
         digest = hashlib.sha256(json.dumps(self.texts, sort_keys=True).encode()).hexdigest()
         self.version = f"{version}-{digest[:8]}"
+
+    @property
+    def can_ground(self) -> bool:
+        """Whether this version can ask the model to list subjects (``ground``, ``subjects``)."""
+        return all(name in self.texts for name in GROUND_PROMPTS)
 
     def render(self, name: str, **fields: str) -> str:
         return Template(self.texts[name]).safe_substitute(fields).strip()
 
     def request(self, step: str, images: list[bytes], positions: list[int], *,
-                subjects: list[Subject], state: dict[str, Any], marks: str) -> ChatRequest:
-        """The first request of ``step`` for one sample (images only where the step looks)."""
+                subjects: list[Subject], state: dict[str, Any], marks: str,
+                ground: bool = False, predicates: str = "") -> ChatRequest:
+        """The first request of ``step`` for one sample (images only where the step looks).
+
+        ``ground``: the ``single``/``ground`` prompt asks the model to list the subjects
+        the detector missed (``$subjects_task``, from the ``subjects`` prompt).
+        ``predicates``: the relation vocabulary, for prompts that list it (``$predicates``,
+        from v2 on).
+        """
+        task = ""
+        if ground and step in GROUND_STEPS and self.can_ground:
+            top = max((int(s.id[1:]) for s in subjects if s.id[1:].isdigit()), default=0)
+            task = self.render("subjects", next_id=f"S{top + 1}")
         text = self.render(
             step,
             frames_note=_frames_note(positions, marks),
             subjects=_subject_lines(subjects, marks),
             attributes=_attribute_lines(state.get("attributes", [])),
             relations=_relation_lines(state.get("relations", [])),
+            subjects_task=task,
+            predicates=predicates,
         )
         parts: list[dict[str, Any]] = []
         sent = images if step in IMAGE_STEPS else []

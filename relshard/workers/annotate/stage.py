@@ -70,6 +70,14 @@ class AnnotateStage(Stage):
 
 
 def _apply(sample: SampleDraft, ann: Annotation) -> None:
+    if ann.subjects is not None:  # the model's subjects: drop crops no subject names now
+        named = {s.crop for s in ann.subjects if s.crop}
+        for old in sample.subjects:
+            if old.crop and old.crop not in named:
+                sample.members.pop(old.crop, None)
+        sample.subjects = ann.subjects
+    for suffix, data in ann.members.items():
+        sample.add_member(suffix, data)
     sample.attributes = ann.attributes
     sample.relations = ann.relations
     sample.caption = ann.caption

@@ -56,7 +56,9 @@ def test_good_answers_become_annotations_with_provenance(server, monkeypatch):
                                               for r in clip.relations}
     assert clip.relational_caption.startswith("{S1} wears {A1}")
     assert image.provenance.backend == "openai" and image.provenance.model == "test-vlm"
-    assert image.provenance.prompt_version.startswith("v1-")
+    # the default asks the model for subjects too, with the v2 prompts
+    assert image.provenance.prompt_version.startswith("v2-")
+    assert image.provenance.prompt_version.endswith("/single/subjects=both")
     bodies = sorted((r["body"] for r in server.requests), key=lambda b: len(json.dumps(b)))
     parts = [p for m in bodies[1]["messages"] if isinstance(m["content"], list)
              for p in m["content"] if p["type"] == "image_url"]
@@ -128,9 +130,9 @@ def test_staged_prompts_run_in_order(server):
     [ok] = _run(_annotator(server, prompt_mode="staged"), [draft(2)])
     assert isinstance(ok, Annotation) and ok.relational_caption
     steps = [r["body"]["response_format"]["json_schema"]["name"] for r in server.requests]
-    assert steps == ["relshard_caption", "relshard_groups", "relshard_relations",
-                     "relshard_relcaption"]
-    assert ok.provenance.prompt_version.endswith("/staged")
+    assert steps == ["relshard_ground", "relshard_caption", "relshard_groups",
+                     "relshard_relations", "relshard_relcaption"]
+    assert ok.provenance.prompt_version.endswith("/staged/subjects=both")
 
 
 def test_cache_means_a_rerun_makes_no_calls(server, tmp_path):
