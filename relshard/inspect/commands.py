@@ -1,4 +1,4 @@
-"""The ``relshard stats`` and ``relshard verify`` commands (registered on the main typer app).
+"""The ``relshard stats``, ``verify`` and ``show`` commands (registered on the main typer app).
 
 Heavy imports (dask, matplotlib, pyarrow) happen inside the commands, so
 ``relshard --help`` stays fast. Exit codes: ``stats`` 0, or 2 for a user error;
@@ -41,6 +41,22 @@ def load_stats(target: str, records: int) -> Any:
     return compute_stats(target, records=records)
 
 
+def samples_strip(root: str, compare: str | None, n: int = 8) -> str:
+    """A strip of random samples of ``root`` for ``stats --html``, with a link to its
+    gallery when ``ROOT/gallery.html`` exists (``relshard show`` writes it there)."""
+    from relshard.inspect.gallery.build import sample_strip
+    from relshard.inspect.gallery.page import strip_html
+
+    samples = sample_strip(root, n=n)
+    if not samples:
+        return ""
+    local = "://" not in root or root.startswith("file://")
+    gallery = Path(root.removeprefix("file://")) / "gallery.html"
+    link = gallery.resolve().as_uri() if local and gallery.is_file() else None
+    hint = f"relshard show {root}" + (f" --compare {compare}" if compare else "")
+    return strip_html(samples, "Samples", link, hint)
+
+
 def stats(
     root: Annotated[str, typer.Argument(help="Output folder or URL (s3://..., gs://...).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
@@ -64,7 +80,8 @@ def stats(
             from relshard.inspect.report_html import render_html
 
             try:
-                html.write_text(render_html(current, comparison), encoding="utf-8")
+                strip = "" if root.endswith(".json") else samples_strip(root, compare)
+                html.write_text(render_html(current, comparison, strip), encoding="utf-8")
             except OSError as exc:
                 from relshard.inspect.tables import InspectError
 
@@ -121,7 +138,71 @@ def verify(
         raise typer.Exit(1)
 
 
+def _progress(enabled: bool) -> Any:
+    """A rich progress bar on stderr when it is a terminal; silent otherwise."""
+    from contextlib import nullcontext
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if not enabled or not err.is_terminal:
+        return nullcontext(None)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    console=err, transient=True)
+
+
+def show(
+    root: Annotated[str, typer.Argument(help="Output folder or URL (s3://..., gs://...).")],
+    n: Annotated[int, typer.Option("--n", "-n", help="Samples to show.", min=0)] = 48,
+    seed: Annotated[int, typer.Option(help="Seed of the random pick.")] = 0,
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", "-w", metavar="FIELD OP VALUE",
+        help="Filter, repeatable, all must hold: modality=video, backend=openai, subjects>=3, "
+             "key=abc*, predicate=holds, category=hair, source=model, caption~hat.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="The HTML file (default: OUT/gallery.html for a local OUT, "
+                               "./gallery.html for a URL).")] = None,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", metavar="OTHER",
+        help="Another output: the same keys from it side by side (e.g. another backend).")] = None,
+    scan: Annotated[int, typer.Option(
+        help="Records read at most to apply record filters (predicate=, category=...).",
+        min=1)] = 2000,
+    rejects: Annotated[int, typer.Option(help="Reject examples shown.", min=0)] = 30,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write an HTML gallery of samples: frames with boxes, crops, relations, captions, rejects."""
+    from relshard.inspect.gallery.build import GalleryOptions, build_gallery
+
+    if output is None:
+        local = "://" not in root or root.startswith("file://")
+        output = (Path(root.removeprefix("file://")) / "gallery.html" if local
+                  else Path("gallery.html"))
+    opts = GalleryOptions(n=n, seed=seed, where=list(where or []), compare=compare, scan=scan,
+                          rejects=rejects)
+    try:
+        with _progress(not quiet) as bar:
+            def progress(task: str, total: int) -> Any:
+                if bar is None:
+                    return lambda _n: None
+                tid = bar.add_task(task, total=total)
+                return lambda k: bar.advance(tid, k)
+
+            result = build_gallery(root, opts, progress)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(result.html, encoding="utf-8")
+        except OSError as exc:
+            from relshard.inspect.tables import InspectError
+
+            raise InspectError(f"Cannot write the gallery to {output}: {exc.strerror}.") from None
+    except RelshardError as exc:
+        _fail(exc)
+    err.print(result.message, highlight=False, soft_wrap=True)
+    out.print(f"gallery written to {output}", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``stats`` and ``verify`` to ``app``."""
+    """Add ``stats``, ``verify`` and ``show`` to ``app``."""
     app.command()(stats)
     app.command()(verify)
+    app.command()(show)

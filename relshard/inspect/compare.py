@@ -85,6 +85,13 @@ def _figures(stats: BuildStats) -> dict[str, float]:
         "samples without relations": stats.relations.counts.get(0, 0),
         "shard bytes cv": stats.shard_balance.bytes_cv,
         "leak rate (sampled)": stats.records.leak_rate,
+        "leak rate (all)": stats.leaks.rate,
+        "leaks fixed by a re-ask": stats.leaks.fixed,
+        "leaks kept": stats.leaks.kept,
+        "leak rejects": stats.leaks.rejected,
+        "detector-only subjects / sample (mean)": stats.subject_sources.detector.mean,
+        "model-only subjects / sample (mean)": stats.subject_sources.model.mean,
+        "subjects found by both / sample (mean)": stats.subject_sources.both.mean,
     }
 
 
@@ -122,7 +129,7 @@ def compare_stats(old: BuildStats, new: BuildStats) -> Comparison:
             elif abs(change.new_share - change.old_share) >= SHARE_NOTE:
                 cmp.notes.append(f"{mix} {cat!r}: share {change.old_share:.1%} -> "
                                  f"{change.new_share:.1%}")
-    for label in ("reject rate", "leak rate (sampled)"):
+    for label in ("reject rate", "leak rate (sampled)", "leak rate (all)"):
         if abs(b[label] - a[label]) >= RATE_NOTE:
             word = "rose" if b[label] > a[label] else "fell"
             cmp.notes.append(f"{label} {word}: {a[label]:.1%} -> {b[label]:.1%}")

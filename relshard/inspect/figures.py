@@ -99,6 +99,47 @@ class RecordFigures(_Model):
     unreadable: int = 0
 
 
+class LeakFigures(_Model):
+    """Anonymization leaks over the whole build, from the index's ``leak`` column and the
+    rejects ledger: what the annotator found, not a re-check of the records."""
+
+    annotated: int = Field(default=0, description="samples written + leak rejects")
+    fixed: int = Field(default=0, description="samples whose leak a re-ask removed")
+    kept: int = Field(default=0, description="samples written with a leak (on_leak: keep)")
+    rejected: int = Field(default=0, description="inputs rejected as anonymization_leak")
+    rate: float = Field(default=0.0, description="(fixed + kept + rejected) / annotated")
+
+    @classmethod
+    def of(cls, samples: int, fixed: int, kept: int, rejected: int) -> LeakFigures:
+        annotated = samples + rejected
+        total = fixed + kept + rejected
+        return cls(annotated=annotated, fixed=fixed, kept=kept, rejected=rejected,
+                   rate=total / annotated if annotated else 0.0)
+
+    @property
+    def total(self) -> int:
+        return self.fixed + self.kept + self.rejected
+
+    def describe(self) -> str:
+        """One line: how many, the rate, re-asks that fixed a leak, kept, rejected."""
+        return (f"{self.total:,} ({self.rate:.2%} of {self.annotated:,} annotated samples): "
+                f"{self.fixed:,} fixed by a re-ask, {self.kept:,} kept with a warning, "
+                f"{self.rejected:,} rejected")
+
+
+class SubjectSources(_Model):
+    """Subjects per sample by who found them: only the detector, only the model, or both."""
+
+    detector: Distribution = Field(default_factory=Distribution)
+    model: Distribution = Field(default_factory=Distribution)
+    both: Distribution = Field(default_factory=Distribution)
+
+    def totals(self) -> dict[str, int]:
+        """Subjects in the build per source."""
+        return {name: sum(v * n for v, n in getattr(self, name).counts.items())
+                for name in ("detector", "model", "both")}
+
+
 class RejectFigures(_Model):
     """The rejects ledger by stage and by reason."""
 
@@ -133,6 +174,11 @@ class BuildStats(_Model):
     model: dict[str, int] = Field(default_factory=dict)
     prompt_version: dict[str, int] = Field(default_factory=dict)
     rejects: RejectFigures = Field(default_factory=RejectFigures)
+    leaks: LeakFigures = Field(default_factory=LeakFigures)
+    subject_sources: SubjectSources = Field(default_factory=SubjectSources)
+    older_index_samples: int = Field(
+        default=0, description="samples of index files written before the leak and subject-"
+        "source columns: counted as no leak and detector subjects")
     shard_balance: ShardBalance = Field(default_factory=ShardBalance)
     records: RecordFigures = Field(default_factory=RecordFigures)
 
@@ -166,5 +212,6 @@ DISTRIBUTIONS = {
     "rel_caption_len": "relational caption length (chars)",
     "sample_bytes": "sample size (KiB)",
 }
+SOURCES = {"detector": "detector only", "model": "model only", "both": "detector and model"}
 MIXES = {"modality": "modality", "backend": "backend", "model": "model",
          "prompt_version": "prompt version"}

@@ -7,10 +7,11 @@ first member is its ``KEY.json``. A deterministic, uniform sample of the index
 seeking to their offsets, so the cost follows ``n``, not the size of the shards.
 
 An *anonymization leak* is a relational caption that, outside its placeholders,
-still contains a content word of one of the sample's attributes (whole words,
-case-insensitive; function words and the sample's own predicate words do not
-count), the check the annotator itself applies: exactly what the relational
-caption must not reveal.
+still contains a content word of one of the sample's attributes (by whole word
+and by stem, case-insensitive; function words and relation words do not count),
+or whose relations' predicates hold one: the check the annotator itself applies
+(:mod:`relshard.workers.annotate.anonymize`), exactly what the relational caption
+must not reveal.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def leaked_terms(record: dict[str, Any]) -> list[str]:
     """Attribute words a record's relational caption still contains outside placeholders.
 
     The same check the annotator applies
-    (:func:`relshard.workers.annotate.anonymize.find_leaks`), with the record's
-    own predicates allowed.
+    (:func:`relshard.workers.annotate.anonymize.find_leaks`); the record's predicates
+    are checked too, never allowed.
     """
     caption = str(record.get("relational_caption") or "")
     if not caption.strip():

@@ -16,7 +16,7 @@ from typing import Any
 
 from relshard.errors import MissingDependencyError
 from relshard.inspect.compare import Comparison, fmt_number
-from relshard.inspect.figures import DISTRIBUTIONS, MIXES, BuildStats, Distribution
+from relshard.inspect.figures import DISTRIBUTIONS, MIXES, SOURCES, BuildStats, Distribution
 
 TOP = 15
 CSS = """
@@ -116,7 +116,9 @@ def _summary(stats: BuildStats) -> str:
         ("bytes", f"{stats.bytes:,}"),
         ("schema versions", ", ".join(f"v{v}: {n:,}" for v, n in stats.schema_versions.items())),
         ("rejected inputs", f"{stats.rejects.total:,} ({stats.reject_rate:.1%})"),
-        ("anonymization leak rate", f"{rec.leak_rate:.2%} of {rec.sampled:,} sampled records"),
+        ("anonymization leaks (all)", stats.leaks.describe()),
+        ("anonymization leak rate (sampled)",
+         f"{rec.leak_rate:.2%} of {rec.sampled:,} sampled records"),
         ("shard bytes", f"min {bal.bytes_min:,} / mean {bal.bytes_mean:,.0f} / max "
                         f"{bal.bytes_max:,} (cv {bal.bytes_cv:.2f})"),
     ]
@@ -131,8 +133,17 @@ def _compare_section(cmp: Comparison) -> str:
             + _table(rows, ("figure", "old", "new", "change")))
 
 
-def render_html(stats: BuildStats, comparison: Comparison | None = None) -> str:
-    """The whole report as one HTML string."""
+def _sources_table(stats: BuildStats) -> str:
+    totals = stats.subject_sources.totals()
+    rows = [(label, f"{d.mean:,.2f}", d.max, f"{totals[name]:,}")
+            for name, label in SOURCES.items() for d in [getattr(stats.subject_sources, name)]]
+    return _table(rows, ("found by", "per sample (mean)", "max", "total"))
+
+
+def render_html(stats: BuildStats, comparison: Comparison | None = None,
+                samples_html: str = "") -> str:
+    """The whole report as one HTML string; ``samples_html`` (a strip of samples, see
+    :func:`relshard.inspect.gallery.page.strip_html`) goes after the summary."""
     plots = [_dist_plot(getattr(stats, name), label) for name, label in DISTRIBUTIONS.items()]
     dist_rows = [(label, f"{d.mean:,.2f}", d.min, d.p50, d.p90, d.p99, d.max)
                  for name, label in DISTRIBUTIONS.items() for d in [getattr(stats, name)]]
@@ -151,9 +162,11 @@ def render_html(stats: BuildStats, comparison: Comparison | None = None) -> str:
         f'<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<style>{CSS}</style></head><body><h1>{title}</h1>",
         _summary(stats),
+        samples_html,
         _compare_section(comparison) if comparison else "",
         "<h2>Per sample</h2>", f'<div class="grid">{"".join(plots)}</div>',
         _table(dist_rows, ("figure", "mean", "min", "p50", "p90", "p99", "max")),
+        "<h3>Subjects by source</h3>", _sources_table(stats),
         "<h2>Mixes, rejects, predicates</h2>", f'<div class="grid">{"".join(mix_plots)}</div>',
         mix_tables,
         "<h2>Shards</h2>", f'<div class="grid">{_shard_plot(stats)}</div>',

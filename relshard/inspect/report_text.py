@@ -6,7 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from relshard.inspect.compare import Comparison, fmt_number
-from relshard.inspect.figures import DISTRIBUTIONS, MIXES, BuildStats, Distribution
+from relshard.inspect.figures import DISTRIBUTIONS, MIXES, SOURCES, BuildStats, Distribution
 from relshard.inspect.verify import VerifyReport
 
 TOP = 10
@@ -47,11 +47,16 @@ def stats_renderable(stats: BuildStats) -> Group:
     rate = stats.reject_rate
     head.add_row("rejected inputs", f"{rej.total:,} ({rate:.2%} {of})" if 0 < rate < 0.01
                  else f"{rej.total:,} ({rate:.1%} {of})")
+    head.add_row("anonymization leaks (all)", stats.leaks.describe())
+    if stats.older_index_samples:
+        head.add_row("older index files", f"{stats.older_index_samples:,} samples indexed "
+                     "without leak status and subject sources (counted as none)")
     rec = stats.records
     if rec.sampled:
-        head.add_row("anonymization leaks", f"{rec.leaked:,} of {rec.sampled:,} sampled records "
-                     f"({rec.leak_rate:.2%})" + (f"; e.g. {', '.join(rec.leak_examples[:3])}"
-                                                 if rec.leak_examples else ""))
+        head.add_row("anonymization leaks (sampled)",
+                     f"{rec.leaked:,} of {rec.sampled:,} sampled records ({rec.leak_rate:.2%})"
+                     + (f"; e.g. {', '.join(rec.leak_examples[:3])}"
+                        if rec.leak_examples else ""))
     if rec.unreadable:
         head.add_row("unreadable records", f"{rec.unreadable:,}")
     bal = stats.shard_balance
@@ -65,7 +70,15 @@ def stats_renderable(stats: BuildStats) -> Group:
     for name, label in DISTRIBUTIONS.items():
         _dist_row(dists, label, getattr(stats, name))
 
-    parts: list[Table] = [head, dists]
+    sources = Table(title="subjects by source", title_justify="left", show_edge=False)
+    for col in ("found by", "per sample (mean)", "max", "total"):
+        sources.add_column(col, justify="left" if col == "found by" else "right")
+    totals = stats.subject_sources.totals()
+    for name, label in SOURCES.items():
+        d = getattr(stats.subject_sources, name)
+        sources.add_row(label, f"{d.mean:,.2f}", f"{d.max:,}", f"{totals[name]:,}")
+
+    parts: list[Table] = [head, dists, sources]
     for name, label in MIXES.items():
         parts.append(_counts_table(f"{label} mix", label, getattr(stats, name)))
     if rej.total:

@@ -18,8 +18,10 @@ from typing import Any
 from relshard.inspect.figures import (
     BuildStats,
     Distribution,
+    LeakFigures,
     RejectFigures,
     ShardBalance,
+    SubjectSources,
 )
 from relshard.inspect.records import sample_records
 from relshard.inspect.tables import OutputTables, check_versions
@@ -32,6 +34,7 @@ INT_COLUMNS = {
     "frames": "n_frames", "caption_len": "caption_len", "rel_caption_len": "rel_caption_len",
 }
 LABEL_COLUMNS = ("modality", "backend", "model", "prompt_version")
+LEAK_REJECT_REASON = "anonymization_leak"
 DEFAULT_RECORDS = 10_000
 
 
@@ -73,7 +76,21 @@ def _partial_figures(part: Any) -> dict[str, Any]:
         out[name] = part[name].value_counts(dropna=False)
     for name, column in INT_COLUMNS.items():
         out[name] = part[column].value_counts(dropna=False)
+    out.update(_partial_sources(part))
     return out
+
+
+def _partial_sources(part: Any) -> dict[str, Any]:
+    """Subjects per sample by source and leak statuses; null (older index files) counts as
+    0 model subjects and no leak."""
+    model = part["n_subjects_model"].fillna(0)
+    both = part["n_subjects_both"].fillna(0)
+    return {
+        "src_model": model.value_counts(), "src_both": both.value_counts(),
+        "src_detector": (part["n_subjects"].fillna(0) - model - both).value_counts(),
+        "leak": part["leak"].value_counts(dropna=True),
+        "older": part["n_subjects_model"].isna().value_counts(),
+    }
 
 
 def _merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -158,16 +175,19 @@ def compute_stats(
     check_versions(list(versions), f"the index of {tables.layout.url}")
     balance = _shard_balance(done["per_shard"])
     reject_figures = RejectFigures()
+    leak_rejects = 0
     if "rejects" in done:
         by_stage: dict[str, int] = {}
         by_reason: dict[str, int] = {}
         for (stage, reason), n in done["rejects"].items():
             by_stage[str(stage)] = by_stage.get(str(stage), 0) + int(n)
             by_reason[f"{stage}: {reason}"] = int(n)
+            leak_rejects += int(n) if reason == LEAK_REJECT_REASON else 0
         reject_figures = RejectFigures(
             total=sum(by_stage.values()), by_stage=_merge_label(by_stage),
             by_reason=_merge_label(by_reason),
         )
+    leaks = _label_counts(done["leak"])
     manifest = tables.manifest or {}
     totals = dict(manifest.get("totals") or {})
     if "inputs_written" not in totals:  # no manifest: the unit footers know
@@ -182,6 +202,12 @@ def compute_stats(
         event_rows_ok=sum(int(m.get("rows_ok") or 0)
                           for m in (manifest.get("events") or {}).values()),
         rejects=reject_figures, shard_balance=balance,
+        leaks=LeakFigures.of(sum(versions.values()), fixed=leaks.get("fixed", 0),
+                             kept=leaks.get("kept", 0), rejected=leak_rejects),
+        subject_sources=SubjectSources(**{
+            name: Distribution.from_counts(_int_counts(done[f"src_{name}"]))
+            for name in ("detector", "model", "both")}),
+        older_index_samples=int(done["older"].get(True, 0)),
         **{name: _merge_label(_label_counts(done[name])) for name in LABEL_COLUMNS},
         **{name: Distribution.from_counts(_int_counts(done[name])) for name in INT_COLUMNS},
     )

@@ -3,7 +3,9 @@
 An output root is a local path or any fsspec URL (``s3://bucket/run``). The
 index (``index/*.parquet``) and rejects ledger (``rejects/*.parquet``) are read
 lazily with :func:`dask.dataframe.read_parquet`, one partition per file (or row
-group), so memory follows the partition size, never the index length.
+group), so memory follows the partition size, never the index length. Columns added to the
+index after its first format (``LATER_INDEX_COLUMNS``) are read file by file, null
+where an older index file lacks them.
 
 Temporary files of an interrupted write (``.NAME.tmp-*``) are ignored. Every
 schema version a table or record claims is checked against
@@ -18,7 +20,7 @@ from typing import Any
 
 from relshard.errors import MissingDependencyError, RelshardError
 from relshard.record import KNOWN_SCHEMA_VERSIONS
-from relshard.shards.index import INDEX_SCHEMA, REJECTS_SCHEMA
+from relshard.shards.index import INDEX_SCHEMA, LATER_INDEX_COLUMNS, REJECTS_SCHEMA
 from relshard.shards.layout import (
     INDEX_DIR,
     MANIFEST_NAME,
@@ -31,6 +33,7 @@ from relshard.shards.layout import (
 STATS_INDEX_COLUMNS = [
     "shard", "size", "modality", "n_frames", "n_subjects", "n_attributes", "n_relations",
     "caption_len", "rel_caption_len", "backend", "model", "prompt_version", "schema_version",
+    *LATER_INDEX_COLUMNS,
 ]
 REJECT_COLUMNS = ["stage", "reason"]
 
@@ -106,6 +109,11 @@ class OutputTables:
     def _read(self, files: list[str], columns: list[str], schema: Any) -> Any:
         dd = require_dask()
         present = [c for c in columns if c in schema.names]
+        if schema is INDEX_SCHEMA and set(present) & set(LATER_INDEX_COLUMNS):
+            # older index files lack these columns: read file by file, null where absent
+            reader = _FileReader(self.layout.fs, schema, present)
+            return dd.from_map(reader, files, meta=reader.frame(None), divisions=None,
+                               enforce_metadata=False)
         return dd.read_parquet(
             files, columns=present, filesystem=self.layout.fs, split_row_groups="adaptive",
             dtype_backend="pyarrow",
@@ -120,6 +128,48 @@ class OutputTables:
         if not self.rejects_files:
             return None
         return self._read(self.rejects_files, columns or REJECT_COLUMNS, REJECTS_SCHEMA)
+
+
+class _FileReader:
+    """One index file as a pandas frame of ``columns``; columns the file lacks are null.
+
+    The dtypes are those :func:`dask.dataframe.read_parquet` gives with the pyarrow
+    dtype backend (strings as ``string[pyarrow]``, the rest as Arrow dtypes).
+    """
+
+    def __init__(self, fs: Any, schema: Any, columns: list[str]) -> None:
+        self.fs = fs
+        self.schema = schema
+        self.columns = columns
+
+    def __call__(self, path: str) -> Any:
+        import pyarrow.parquet as pq
+
+        with self.fs.open(path, "rb") as fh:
+            pfile = pq.ParquetFile(fh)
+            have = [c for c in self.columns if c in pfile.schema_arrow.names]
+            table = pfile.read(columns=have)
+        return self.frame(table)
+
+    def frame(self, table: Any | None) -> Any:
+        import pandas as pd
+        import pyarrow as pa
+
+        fields = [self.schema.field(c) for c in self.columns]
+        arrays = []
+        for f in fields:
+            if table is None:
+                arrays.append(pa.array([], f.type))
+            elif f.name in table.column_names:
+                arrays.append(table.column(f.name).cast(f.type))
+            else:
+                arrays.append(pa.nulls(table.num_rows, f.type))
+        full = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+        def dtype(t: Any) -> Any:
+            return pd.StringDtype("pyarrow") if t in (pa.string(), pa.large_string()) \
+                else pd.ArrowDtype(t)
+        return full.to_pandas(types_mapper=dtype)
 
 
 def _table_files(layout: OutputLayout, sub: str) -> list[str]:

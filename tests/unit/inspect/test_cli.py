@@ -28,7 +28,8 @@ def test_stats_json_and_table(build: Path) -> None:
     assert data["records"]["leaked"] == 1 and data["reject_rate"] == pytest.approx(2 / 9)
     table = runner.invoke(app, ["stats", str(build), "--records", "0"])
     assert table.exit_code == 0 and "relations per sample" in table.stdout
-    assert "anonymization leaks" not in table.stdout  # no records sampled
+    assert "anonymization leaks (sampled)" not in table.stdout  # no records sampled
+    assert "anonymization leaks (all)" in table.stdout  # from the index, always
 
 
 def test_stats_html_and_compare_with_a_saved_report(build: Path, tmp_path: Path) -> None:

@@ -163,3 +163,93 @@ def test_record_of_an_unknown_schema_version_is_named(build: Path) -> None:
     with pytest.raises(UnknownSchemaVersion, match="records of .* schema version 3"):
         compute_stats(str(build))
     assert compute_stats(str(build), records=0).samples == 9  # the index alone still reads
+
+
+# --- leak totals and subjects by source (issue #11) ---------------------------------------
+
+def _leaky_build(root: Path) -> Path:
+    """9 samples: one leak fixed by a re-ask, two kept; subjects found by the detector, the
+    model or both; 2 leak rejects and 1 other reject."""
+    from relshard.record import Subject
+    from relshard.shards import ShardWriter, build_manifest, write_manifest
+    from tests.unit.shards.factory import make_item, rejected_item
+
+    items = [make_item(f"img{i}", crop=i != 3) for i in range(7)]
+    items.append(make_item("vid", n_samples=2, modality="video"))
+    samples = [s for item in items for s in item.samples]
+    samples[0].warnings = ["anonymization_leak_fixed: 'red'"]
+    samples[1].warnings = ["anonymization_leak: 'hat'"]
+    samples[2].warnings = ["some other warning", "anonymization_leak: 'red', 'hat'"]
+    for sample in samples[:3]:  # + one model-only subject; S1 found by both
+        sample.subjects = [sample.subjects[0].model_copy(update={"source": "both"}),
+                           Subject(id="S2", kind="person", bbox=[0.5, 0.1, 0.9, 0.9],
+                                   source="model")]
+    samples[3].subjects, samples[3].attributes, samples[3].relations = [], [], []
+    samples[3].relational_caption = ""
+    items += [rejected_item("leak0", "anonymization_leak"), rejected_item("leak1",
+              "anonymization_leak"), rejected_item("bad", "corrupt")]
+    with ShardWriter(str(root), "w0", 4, 64_000_000) as writer:
+        for item in items:
+            writer.add(item)
+    summary = writer.summary
+    assert summary.samples_written == 9 and summary.inputs_rejected == 3
+    assert summary.leaks == {"fixed": 1, "kept": 2}  # what `relshard run` totals
+    write_manifest(str(root), build_manifest(str(root), "leaky", "hash-leaky"))
+    return root
+
+
+def _drop_later_columns(path: Path) -> None:
+    from relshard.shards.index import LATER_INDEX_COLUMNS
+
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns(list(LATER_INDEX_COLUMNS)), path)
+
+
+def test_leak_totals_and_subject_sources(tmp_path: Path) -> None:
+    s = compute_stats(str(_leaky_build(tmp_path / "leaky")), records=0)
+    lk = s.leaks
+    assert (lk.annotated, lk.fixed, lk.kept, lk.rejected) == (9 + 2, 1, 2, 2)
+    assert lk.rate == pytest.approx(5 / 11) and lk.total == 5
+    src = s.subject_sources
+    assert src.totals() == {"detector": 5, "model": 3, "both": 3}
+    assert src.model.counts == {0: 6, 1: 3} and src.both.mean == pytest.approx(3 / 9)
+    assert src.detector.counts == {0: 4, 1: 5}
+    assert s.older_index_samples == 0
+    assert BuildStats.from_json_dict(json.loads(json.dumps(s.to_json_dict()))) == s
+    console = Console(width=200, record=True)
+    console.print(stats_renderable(s))
+    text = console.export_text()
+    assert "anonymization leaks (all)" in text
+    assert "5 (45.45% of 11 annotated samples): 1 fixed by a re-ask, 2 kept" in text
+    assert "2 rejected" in text
+    assert "subjects by source" in text and "model only" in text
+
+    from relshard.inspect.report_html import render_html
+
+    page = render_html(s)
+    assert "1 fixed by a re-ask" in page and "Subjects by source" in page
+
+    old = compute_stats(str(write_build(tmp_path / "plain")), records=0)
+    figures = {f.figure: f for f in compare_stats(old, s).figures}
+    assert figures["leak rejects"].delta == 2
+    assert figures["model-only subjects / sample (mean)"].new == pytest.approx(3 / 9)
+    assert any(n.startswith("leak rate (all) rose") for n in compare_stats(old, s).notes)
+
+
+def test_an_index_without_the_new_columns_still_reads(tmp_path: Path) -> None:
+    root = _leaky_build(tmp_path / "leaky")
+    files = sorted((root / "index").glob("*.parquet"))
+    _drop_later_columns(files[0])  # a mixed index: the first unit written by an older relshard
+    s = compute_stats(str(root))
+    first = pq.read_metadata(files[0]).num_rows
+    assert s.older_index_samples == first == 4
+    assert (s.leaks.fixed, s.leaks.kept, s.leaks.rejected) == (0, 0, 2)  # they were in unit 0
+    assert s.subject_sources.totals() == {"detector": 11, "model": 0, "both": 0}
+    assert s.samples == 9 and s.records.sampled == 9
+    for path in files[1:]:  # a wholly older index
+        _drop_later_columns(path)
+    s = compute_stats(str(root))
+    assert s.older_index_samples == 9 and s.leaks.total == 2 and s.subjects.total == 9
+    console = Console(width=200, record=True)
+    console.print(stats_renderable(s))
+    assert "older index files" in console.export_text()
