@@ -32,7 +32,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
-register_inspect_commands(app)  # stats, verify
+register_inspect_commands(app)  # stats, verify, show
 register_builder_commands(app)  # build-benchmark, evaluate
 register_training_commands(app)  # train
 app.command()(submit)  # submit a spec as a Ray Job

@@ -44,16 +44,21 @@ def load_stats(target: str, records: int) -> Any:
 def samples_strip(root: str, compare: str | None, n: int = 8) -> str:
     """A strip of random samples of ``root`` for ``stats --html``, with a link to its
     gallery when ``ROOT/gallery.html`` exists (``relshard show`` writes it there)."""
-    from relshard.inspect.gallery.build import sample_strip
+    from relshard.inspect.gallery.build import paired_strip, sample_strip
     from relshard.inspect.gallery.page import strip_html
 
-    samples = sample_strip(root, n=n)
-    if not samples:
-        return ""
     local = "://" not in root or root.startswith("file://")
     gallery = Path(root.removeprefix("file://")) / "gallery.html"
     link = gallery.resolve().as_uri() if local and gallery.is_file() else None
     hint = f"relshard show {root}" + (f" --compare {compare}" if compare else "")
+    if compare and not compare.endswith(".json"):  # another output: the same keys beside
+        mine, theirs = paired_strip(root, compare, n=n)
+        if mine:
+            return (strip_html(mine, f"Samples of {root}", link, hint)
+                    + strip_html(theirs, f"The same keys in {compare}"))
+    samples = sample_strip(root, n=n)
+    if not samples:
+        return ""
     return strip_html(samples, "Samples", link, hint)
 
 

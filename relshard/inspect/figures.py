@@ -148,6 +148,35 @@ class RejectFigures(_Model):
     by_reason: dict[str, int] = Field(default_factory=dict, description="'stage: reason' -> n")
 
 
+class EventLogTimes(_Model):
+    """One event log's timestamps (the manifest's ``events.<log>``): resolution and ties."""
+
+    uri: str = ""
+    resolution: str = Field(default="continuous", description="1 day, 1 h, 1 min, 1 s, 1 ms")
+    resolution_s: float | None = None
+    ties: str = Field(default="keep", description="events.ties: keep or spread")
+    spread: bool = False
+    tied_events: int = Field(default=0, description="events sharing their instant with another")
+    events_checked: int = 0
+    ties_exact: bool = True
+
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> EventLogTimes:
+        ties = meta.get("ties") or {}
+        return cls(uri=str(meta.get("uri") or ""),
+                   resolution=meta.get("time_resolution") or "continuous",
+                   resolution_s=meta.get("time_resolution_s"), ties=ties.get("mode", "keep"),
+                   spread=bool(ties.get("spread")), tied_events=int(ties.get("tied_events", 0)),
+                   events_checked=int(ties.get("events_checked", 0)),
+                   ties_exact=bool(ties.get("exact", True)))
+
+    def describe(self) -> str:
+        share = (f"{self.tied_events:,} of {self.events_checked:,} events share an instant"
+                 + ("" if self.ties_exact else " (first rows checked)"))
+        return f"resolution {self.resolution}; {share}; ties: {self.ties}" + (
+            " (spread within the step)" if self.spread else "")
+
+
 class BuildStats(_Model):
     """Everything ``relshard stats`` reports about one output folder."""
 
@@ -163,6 +192,8 @@ class BuildStats(_Model):
                                        description="bytes a sample spans in its shard (KiB)")
     inputs_written: int | None = None
     event_rows_ok: int = Field(default=0, description="good rows of event logs (the manifest)")
+    event_logs: dict[str, EventLogTimes] = Field(
+        default_factory=dict, description="time resolution and ties per event log (manifest)")
     modality: dict[str, int] = Field(default_factory=dict)
     subjects: Distribution = Field(default_factory=Distribution)
     attributes: Distribution = Field(default_factory=Distribution)

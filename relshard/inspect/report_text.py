@@ -47,6 +47,8 @@ def stats_renderable(stats: BuildStats) -> Group:
     rate = stats.reject_rate
     head.add_row("rejected inputs", f"{rej.total:,} ({rate:.2%} {of})" if 0 < rate < 0.01
                  else f"{rej.total:,} ({rate:.1%} {of})")
+    for key, times in stats.event_logs.items():
+        head.add_row(f"event log {key}", times.describe())
     head.add_row("anonymization leaks (all)", stats.leaks.describe())
     if stats.older_index_samples:
         head.add_row("older index files", f"{stats.older_index_samples:,} samples indexed "

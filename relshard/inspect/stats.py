@@ -18,6 +18,7 @@ from typing import Any
 from relshard.inspect.figures import (
     BuildStats,
     Distribution,
+    EventLogTimes,
     LeakFigures,
     RejectFigures,
     ShardBalance,
@@ -201,6 +202,8 @@ def compute_stats(
         inputs_written=totals.get("inputs_written"),
         event_rows_ok=sum(int(m.get("rows_ok") or 0)
                           for m in (manifest.get("events") or {}).values()),
+        event_logs={k: EventLogTimes.of(m) for k, m in (manifest.get("events") or {}).items()
+                    if not m.get("unreadable")},
         rejects=reject_figures, shard_balance=balance,
         leaks=LeakFigures.of(sum(versions.values()), fixed=leaks.get("fixed", 0),
                              kept=leaks.get("kept", 0), rejected=leak_rejects),

@@ -233,3 +233,17 @@ def sample_strip(root: str, n: int = 8, seed: int = 0) -> list[ShownSample]:
     layout = open_output(root)
     rows = pick_rows(layout, [], n, seed).rows
     return _read_all(layout, rows, GalleryOptions(n=n, max_frames=1), lambda _n: None)
+
+
+def paired_strip(root: str, other: str, n: int = 8, seed: int = 0
+                 ) -> tuple[list[ShownSample], list[ShownSample]]:
+    """Up to ``n`` random samples of ``root`` whose keys ``other`` also has, and ``other``'s
+    samples of the same keys in the same order (``stats --html --compare``)."""
+    layout, theirs_layout = open_output(root), open_output(other)
+    rows = pick_rows(layout, [], max(4 * n, n + 50), seed).rows
+    found = find_keys(theirs_layout, {str(r["key"]) for r in rows})
+    both = [r for r in rows if r["key"] in found][:n]
+    opts = GalleryOptions(n=max(n, 1), max_frames=1)
+    mine = _read_all(layout, both, opts, lambda _n: None)
+    theirs = _read_all(theirs_layout, [found[r["key"]] for r in both], opts, lambda _n: None)
+    return mine, theirs

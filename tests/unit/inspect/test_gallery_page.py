@@ -106,12 +106,15 @@ def test_cli(built: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"gallery written to {out}" in result.output
     assert out.read_text().count('class="card"') == 2 + 4  # two samples, four rejects
+    nested = tmp_path / "new" / "folder" / "g.html"  # missing folders are made
+    assert runner.invoke(app, ["show", str(built), "-q", "-o", str(nested)]).exit_code == 0
+    assert nested.is_file()
     default = runner.invoke(app, ["show", str(built), "-q"])
     assert default.exit_code == 0 and (built / "gallery.html").is_file()
     (built / "gallery.html").unlink()
     for args, words in [(["show", str(tmp_path / "nope")], "does not exist"),
                         (["show", str(built), "-w", "colour=red"], "unknown field"),
-                        (["show", str(built), "-o", str(tmp_path / "no" / "x.html")],
+                        (["show", str(built), "-o", str(tmp_path)],  # a folder
                          "Cannot write the gallery")]:
         bad = runner.invoke(app, args)
         assert bad.exit_code == 2 and words in bad.output, bad.output
@@ -152,3 +155,17 @@ def test_stats_html_embeds_a_sample_strip(built: Path, tmp_path: Path) -> None:
     assert '<div class="gstrip">' in text and "6 random samples." in text
     assert f"relshard show {built}" in text
     assert text.count('src="data:image/jpeg;base64,') >= 5
+
+
+def test_stats_html_compare_shows_the_same_keys_of_both_runs(tmp_path: Path) -> None:
+    a = write_gallery_build(tmp_path / "heur")
+    b = write_gallery_build(tmp_path / "vlm", n_images=2, backend=OPENAI, rejects=False)
+    report = tmp_path / "report.html"
+    result = runner.invoke(app, ["stats", str(a), "--html", str(report), "--records", "0",
+                                 "--compare", str(b)])
+    assert result.exit_code == 0, result.output
+    text = report.read_text()
+    assert f"Samples of {a}" in text and f"The same keys in {b}" in text
+    strips = text.split('<div class="gstrip">')[1:]
+    keys = [re.findall(r"<figcaption><b>([a-z0-9_-]+)</b>", s) for s in strips]
+    assert len(keys) == 2 and keys[0] == keys[1] and len(keys[0]) >= 2
