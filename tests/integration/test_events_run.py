@@ -146,3 +146,145 @@ def test_the_bundled_event_example_runs_and_recovers_its_planted_relations(ray_s
     stats = compute_stats(str(tmp_path / "out"), records=0)
     assert stats.event_rows_ok == 11754
     assert stats.reject_rate == pytest.approx(3 / (1 + 3 + 11754))
+
+
+# --- issue #13: real logs (rare types, coarse times, unsorted bursts) never lose the log ---
+
+
+def _windows(out):
+    """Every window of an output: (record, times, types)."""
+    found = []
+    for shard in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            for name, member in members.items():
+                if not name.endswith(".json"):
+                    continue
+                key = name[:-len(".json")]
+                record = json.loads(tar.extractfile(member).read())
+                times, types = (np.load(io.BytesIO(tar.extractfile(members[f"{key}.{m}.npy"])
+                                                   .read()), allow_pickle=False)
+                                for m in ("times", "types"))
+                found.append((record, times, types))
+    return found
+
+
+def _run_log(tmp_path, name, text, events, window):
+    log = tmp_path / f"{name}.csv"
+    log.write_text(text)
+    out = tmp_path / f"out-{name}"
+    spec = parse_spec({
+        "name": name, "sources": [{"path": str(log), "modality": "events", "events": events}],
+        "decode": {"window": window}, "output": {"path": str(out)},
+        "runtime": {"progress": False}})
+    summary = run_pipeline(spec)
+    return summary, out
+
+
+def _check_every_row_is_a_window_event_or_a_reject(summary, out, n_rows, window_events):
+    """Non-overlapping windows: each good row is in exactly one window; the rest are row
+    rejects; no log-level reject; relshard verify passes."""
+    from relshard.inspect.verify import verify_output
+
+    assert "events_error" not in summary.rejected and "unreadable" not in summary.rejected
+    (meta,) = summary.manifest["events"].values()
+    assert meta["rows"] == n_rows == meta["rows_ok"] + meta["rows_rejected"]
+    assert window_events == meta["rows_ok"]
+    assert summary.inputs_written + summary.rejected_total == summary.to_process
+    report = verify_output(str(out))
+    assert report.ok, report.problems
+    return meta
+
+
+def test_a_log_with_very_rare_types_and_absurd_times_keeps_every_window(ray_session, tmp_path):
+    """The social-media feed of issue #13: two frequent client types and three used a
+    handful of times, each right after a frequent one (the whole-log fit floors their
+    background rates instead of dividing by zero); times of +-1e308 are row rejects."""
+    rng = np.random.default_rng(13)
+    rows = hawkes_rows(["feed"], horizon=6 * 3600.0, seed=13)
+    lines = [f"{r['epoch']:.3f},{r['mag_class']}" for r in rows if r["mag_class"] != "M5"]
+    frequent = [r["epoch"] for r in rows if r["mag_class"] == "M3"]
+    for k, client in enumerate(["rare_a", "rare_b", "rare_c"]):
+        for t in rng.choice(frequent, 2 + k, replace=False):
+            lines.append(f"{t + 0.5:.3f},{client}")
+    lines += ["1e308,M3", "-1e308,M4"]
+    order = rng.permutation(len(lines))
+    text = "time,client\n" + "\n".join(lines[i] for i in order) + "\n"
+    summary, out = _run_log(tmp_path, "feed", text,
+                            {"time": "time", "type": "client", "time_format": "epoch_s"},
+                            {"events": 200})
+    found = _windows(out)
+    meta = _check_every_row_is_a_window_event_or_a_reject(summary, out, len(lines),
+                                                          sum(len(t) for _, t, _ in found))
+    assert summary.rejected == {"bad_time": 2}
+    fit = meta["source_fit"]
+    assert fit["fitted"] and np.isfinite(fit["mu"]).all() and min(fit["mu"]) > 0
+    vocab = meta["vocab"]
+    assert {vocab[t] for t in fit["mu_floored_types"]} <= {"rare_a", "rare_b", "rare_c"}
+    assert all(np.isfinite(t).all() for _, t, _ in found)
+    assert meta["time_resolution"] == "1 ms"
+
+
+HOUR0 = 3600.0 * 472_222  # 2023-11-14T22:00:00Z, a whole hour
+
+
+def test_hourly_times_with_a_sequence_column_spread_within_the_hour(ray_session, tmp_path):
+    """The flights table of issue #13: times rounded to the hour, keyed by origin, 6
+    carriers. The resolution (1 h) and the ties go to the manifest and relshard stats;
+    ties: spread moves every flight to a point of its hour, from the seed, and says so."""
+    from relshard.inspect.stats import compute_stats
+
+    rng = np.random.default_rng(5)
+    lines = []
+    for origin in ("JFK", "LGA", "EWR", "BOS"):
+        n = 600
+        hours = np.sort(rng.integers(0, 24 * 30, n))
+        for h in hours:
+            carrier = f"C{rng.integers(0, 6)}"
+            lines.append(f"{origin},{HOUR0 + 3600.0 * h:.0f},{carrier}")
+    order = rng.permutation(len(lines))
+    text = "origin,dep,carrier\n" + "\n".join(lines[i] for i in order) + "\n"
+    events = {"time": "dep", "type": "carrier", "sequence": "origin", "time_format": "epoch_s",
+              "ties": "spread", "tie_seed": 7}
+    summary, out = _run_log(tmp_path, "flights", text, events, {"events": 100})
+    found = _windows(out)
+    meta = _check_every_row_is_a_window_event_or_a_reject(summary, out, len(lines),
+                                                          sum(len(t) for _, t, _ in found))
+    assert meta["time_resolution"] == "1 h" and meta["time_resolution_s"] == 3600.0
+    ties = meta["ties"]
+    assert ties["mode"] == "spread" and ties["spread"] and ties["exact"]
+    assert ties["tied_events"] > 100 and ties["events_checked"] == len(lines)
+    for record, times, _ in found:
+        assert "spread uniformly within their 1 h step" in record["provenance"]["method"]
+        assert np.all(np.diff(times) >= 0)
+        offsets = (times - HOUR0) % 3600.0
+        assert np.all((offsets > 30) & (offsets < 3570))  # inside the hour, off its ends
+    stats = compute_stats(str(out), records=0)
+    (times_fig,) = stats.event_logs.values()
+    assert times_fig.resolution == "1 h" and times_fig.spread
+    assert times_fig.tied_events == ties["tied_events"]
+
+
+def test_an_unsorted_log_with_bursts_in_one_second_keeps_its_ties(ray_session, tmp_path):
+    """Second-resolution bursts (dozens of events in one second), rows shuffled; ties: keep
+    (the default) leaves the times alone: windows by time cover every row once."""
+    rng = np.random.default_rng(9)
+    lines = []
+    for burst in np.sort(rng.uniform(0, 20_000, 60)):
+        size = int(rng.integers(5, 60))
+        secs = np.floor(1.7e9 + burst + rng.exponential(2.0, size))
+        lines += [f"{s:.0f},k{rng.integers(0, 4)}" for s in secs]
+    order = rng.permutation(len(lines))
+    text = "ts,kind\n" + "\n".join(lines[i] for i in order) + "\n"
+    summary, out = _run_log(tmp_path, "bursts", text,
+                            {"time": "ts", "type": "kind", "time_format": "epoch_s"},
+                            {"seconds": 900, "min_events": 1})
+    found = _windows(out)
+    meta = _check_every_row_is_a_window_event_or_a_reject(summary, out, len(lines),
+                                                          sum(len(t) for _, t, _ in found))
+    assert meta["time_resolution"] == "1 s"
+    assert meta["ties"]["mode"] == "keep" and not meta["ties"]["spread"]
+    assert meta["ties"]["tied_events"] > len(lines) // 2
+    assert meta["ties"]["largest_instant"] >= 5
+    for _, times, _ in found:
+        assert np.all(times == np.floor(times))  # kept as they were

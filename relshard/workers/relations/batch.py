@@ -8,13 +8,17 @@ early stop. Same model and confidence as the whole log's fit (the decay ``beta``
 the whole log's); the estimate is the posterior mode under a Gamma prior worth one
 event of exposure, centred on the whole log's branching ratios. Types outside
 ``0..k_types-1`` (those left out of the whole-log fit) are left out of the window's fit.
+
+A window's fit never raises: a window whose EM produced a non-finite number keeps no
+relations, and :func:`window_notes` says so (and which types' background rates sat on
+the floor) for its provenance.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from relshard.workers.relations.em_kernel import Fits, fit_ranges
+from relshard.workers.relations.em_kernel import STATUS_OK, Fits, fit_ranges
 from relshard.workers.relations.hawkes import Excitation
 
 WINDOW_PRIOR = 1.0  # a window's branching ratios: a Gamma prior at the whole log's, one event
@@ -38,7 +42,7 @@ def window_edges(fits: Fits, type_ids: np.ndarray, beta: float, min_weight: floa
     type indices to vocabulary ids. A window of fewer than ``min_events`` fitted events
     has no edges."""
     conf, present = fits.confidence, fits.present
-    enough = fits.events >= min_events
+    enough = (fits.events >= min_events) & (fits.status == STATUS_OK)
     mask = ((fits.alpha >= min_weight) & (conf >= min_confidence)
             & present[:, :, None] & present[:, None, :] & enough[:, None, None])
     out: list[list[Excitation]] = [[] for _ in range(len(fits.alpha))]
@@ -48,4 +52,19 @@ def window_edges(fits: Fits, type_ids: np.ndarray, beta: float, min_weight: floa
                                  float(fits.stderr[w, k, v]), float(conf[w, k, v]), delay))
     for edges in out:
         edges.sort(key=lambda e: (-e.weight, e.source, e.target))
+    return out
+
+
+def window_notes(fits: Fits, type_ids: np.ndarray) -> list[str | None]:
+    """Per window, what its provenance must add about its fit (None: nothing): a numeric
+    failure (no relations recorded), or the types whose background rate sat on the floor."""
+    out: list[str | None] = [None] * len(fits.status)
+    failed = np.flatnonzero(fits.status != STATUS_OK)
+    for w in failed:
+        out[w] = ("relation fit failed (the EM produced a non-finite number): no excites "
+                  "relations recorded for this window")
+    for w in np.flatnonzero(fits.floored.any(axis=1) & (fits.status == STATUS_OK)):
+        names = ", ".join(f"S{int(type_ids[k]) + 1}" for k in np.flatnonzero(fits.floored[w]))
+        out[w] = (f"background rate of {names} floored at {fits.floor[w]:.3g}/s "
+                  "(every event of theirs here is explained by excitation)")
     return out

@@ -20,6 +20,19 @@ of ``alpha[k, u]`` gives its standard error, and ``erf(alpha / stderr / sqrt 2)`
 confidence (one minus the two-sided p-value of "no excitation"). Types outside
 ``0..K-1`` are left out. numba compiles it on first use (~0.4 s and ~130 MB, paid only
 by processes that fit) and caches the machine code on disk.
+
+The fit is total: it never raises and never returns NaN or inf.
+
+- A type whose events are all explained by excitation has its background rate driven
+  towards 0 by EM (a rare type that always follows another). Reused as the starting
+  point of a window where nothing earlier excites it, an exact 0 gives that event zero
+  intensity. So every background rate is floored at ``MU_FLOOR`` times the group's mean
+  rate per type (events / (K * span)); ``floored`` says which present types sit on it.
+- All events at one instant (span 0): the span counts as ``1e-12`` s.
+- A standard error without information is ``STDERR_CAP`` (finite: the manifest is JSON).
+- Division by zero gives inf rather than an exception (numba's numpy error model), and
+  every group's results are checked: one with a non-finite number gets ``status`` 1
+  (its starting values, no confidence), the other groups are unaffected.
 """
 
 from __future__ import annotations
@@ -31,17 +44,24 @@ from typing import Any
 
 import numpy as np
 
+MU_FLOOR = 1e-6  # least background rate, as a fraction of the group's mean rate per type
+STDERR_CAP = 1e150  # the standard error of a ratio the data say nothing about
+MIN_SPAN = 1e-12  # seconds: the span of a group whose events are all at one instant
+STATUS_OK = 0
+STATUS_NONFINITE = 1  # the EM produced a non-finite number: starting values kept
+
 
 @cache
 def _compiled() -> Any:
     import numba
 
-    return numba.njit(cache=True, nogil=True)(_em_kernel)
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(_em_kernel)
 
 
 def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_counts, prior,
                max_iter, tol, mu_out, alpha_out, stderr_out, conf_out, present_out,
-               events_out, iters_out, ll_out, triggered_out):
+               events_out, iters_out, ll_out, triggered_out, floored_out, floor_out,
+               status_out):
     n_max = 1
     for g in range(len(groups) - 1):
         size = 0
@@ -93,17 +113,26 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
         events_out[g] = n
         mu = mu_out[g]
         alpha = alpha_out[g]
-        span = max(span, 1e-12)
+        if not span > MIN_SPAN:  # also NaN (times that are not finite)
+            span = MIN_SPAN
+        floor = MU_FLOOR * max(n, 1) / (k_types * span)
+        if not floor > 1e-300:
+            floor = 1e-300
+        floor_out[g] = floor
+        status_out[g] = STATUS_OK
         for k in range(k_types):
             comp[k] = max(comp[k], 1e-12)
             if from_counts:
                 mu[k] = max(counts[k], 1.0) / (2.0 * span)
             else:
                 mu[k] = mu0[k]
+            if not (mu[k] >= floor and mu[k] < 1e300):  # also NaN
+                mu[k] = floor
             for v in range(k_types):
-                alpha[k, v] = 0.5 / k_types if from_counts else max(alpha0[k, v], 1e-3)
+                a0 = alpha0[k, v]
+                alpha[k, v] = 0.5 / k_types if from_counts else (a0 if a0 >= 1e-3 else 1e-3)
         if n == 0:
-            stderr_out[g, :, :] = np.inf
+            stderr_out[g, :, :] = STDERR_CAP
             conf_out[g, :, :] = 0.0
             iters_out[g] = 0
             ll_out[g] = 0.0
@@ -118,6 +147,8 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
                 lam = mu[v]
                 for k in range(k_types):
                     lam += alpha[k, v] * r_sum[i, k]
+                if not lam > 1e-300:  # cannot happen with mu >= floor, unless NaN got in
+                    lam = 1e-300
                 inv = 1.0 / lam
                 new_mu[v] += mu[v] * inv
                 for k in range(k_types):
@@ -130,9 +161,11 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
                     alpha[k, v] = a
             for v in range(k_types):
                 m = new_mu[v] / span
+                if not m >= floor:
+                    m = floor
                 step = max(step, abs(m - mu[v]) / max(mu[v], 1e-300))
                 mu[v] = m
-            if step <= tol:
+            if step <= tol or step != step:
                 break
         iters_out[g] = it
         num[:, :] = 0.0  # now the observed information
@@ -144,19 +177,42 @@ def _em_kernel(t, u, starts, stops, groups, k_types, beta, mu0, alpha0, from_cou
             lam = mu[v]
             for k in range(k_types):
                 lam += alpha[k, v] * r_sum[i, k]
+            if not lam > 1e-300:
+                lam = 1e-300
             ll += math.log(lam)
             for k in range(k_types):
                 q = r_sum[i, k] / lam
                 num[k, v] += q * q
                 trig[k, v] += alpha[k, v] * q
+        finite = True
         for k in range(k_types):
             ll -= mu[k] * span
+            floored_out[g, k] = present_out[g, k] and mu[k] <= floor * (1.0 + 1e-9)
+            finite = finite and math.isfinite(mu[k])
             for v in range(k_types):
                 ll -= alpha[k, v] * comp[k]
                 se = 1.0 / math.sqrt(max(num[k, v], 1e-300))
+                if not se <= STDERR_CAP:
+                    se = STDERR_CAP
                 stderr_out[g, k, v] = se
                 conf_out[g, k, v] = math.erf(alpha[k, v] / se / math.sqrt(2.0))
+                finite = (finite and math.isfinite(alpha[k, v]) and math.isfinite(se)
+                          and math.isfinite(conf_out[g, k, v])
+                          and math.isfinite(trig[k, v]))
         ll_out[g] = ll
+        if not (finite and math.isfinite(ll)):  # keep the starting values, claim nothing
+            status_out[g] = STATUS_NONFINITE
+            ll_out[g] = 0.0
+            for k in range(k_types):
+                m0 = max(counts[k], 1.0) / (2.0 * span) if from_counts else mu0[k]
+                mu[k] = m0 if (m0 >= floor and math.isfinite(m0)) else floor
+                floored_out[g, k] = False
+                for v in range(k_types):
+                    a0 = 0.5 / k_types if from_counts else alpha0[k, v]
+                    alpha[k, v] = a0 if (a0 >= 0.0 and math.isfinite(a0)) else 0.0
+                    stderr_out[g, k, v] = STDERR_CAP
+                    conf_out[g, k, v] = 0.0
+                    trig[k, v] = 0.0
 
 
 @dataclass
@@ -172,6 +228,15 @@ class Fits:
     iterations: np.ndarray  # (G,) EM iterations each fit took
     loglik: np.ndarray  # (G,) log-likelihood at the fit
     triggered: np.ndarray  # (G, K, K) expected number of u-events that k-events triggered
+    floored: np.ndarray  # (G, K) bool: a present type whose background rate sits on the floor
+    floor: np.ndarray  # (G,) the background-rate floor (events/s)
+    status: np.ndarray  # (G,) STATUS_OK, or STATUS_NONFINITE: starting values, no confidence
+
+
+def _clean(values: np.ndarray, most: float) -> np.ndarray:
+    """Starting values as finite numbers in ``[0, most]`` (NaN: 0)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return np.clip(np.nan_to_num(arr, nan=0.0, posinf=most, neginf=0.0), 0.0, most)
 
 
 def fit_ranges(t: np.ndarray, u: np.ndarray, starts: np.ndarray, stops: np.ndarray,
@@ -189,12 +254,13 @@ def fit_ranges(t: np.ndarray, u: np.ndarray, starts: np.ndarray, stops: np.ndarr
     shape = (n_groups, k_types, k_types)
     out = Fits(np.empty((n_groups, k_types)), np.empty(shape), np.empty(shape), np.empty(shape),
                np.zeros((n_groups, k_types), dtype=np.bool_), np.zeros(n_groups, np.int64),
-               np.zeros(n_groups, np.int64), np.zeros(n_groups), np.zeros(shape))
+               np.zeros(n_groups, np.int64), np.zeros(n_groups), np.zeros(shape),
+               np.zeros((n_groups, k_types), dtype=np.bool_), np.zeros(n_groups),
+               np.zeros(n_groups, np.int64))
     if n_groups == 0:
         return out
-    mu0 = np.zeros(k_types) if init is None else np.asarray(init[0], dtype=np.float64)
-    alpha0 = (np.zeros((k_types, k_types)) if init is None
-              else np.asarray(init[1], dtype=np.float64))
+    mu0 = np.zeros(k_types) if init is None else _clean(init[0], 1e300)
+    alpha0 = np.zeros((k_types, k_types)) if init is None else _clean(init[1], 1e6)
     _compiled()(np.ascontiguousarray(t, dtype=np.float64),
                 np.ascontiguousarray(u, dtype=np.int64),
                 np.ascontiguousarray(starts, dtype=np.int64),
@@ -203,5 +269,5 @@ def fit_ranges(t: np.ndarray, u: np.ndarray, starts: np.ndarray, stops: np.ndarr
                 np.ascontiguousarray(mu0), np.ascontiguousarray(alpha0), init is None,
                 float(prior if init is not None else 0.0), int(max_iter), float(tol), out.mu,
                 out.alpha, out.stderr, out.confidence, out.present, out.events, out.iterations,
-                out.loglik, out.triggered)
+                out.loglik, out.triggered, out.floored, out.floor, out.status)
     return out

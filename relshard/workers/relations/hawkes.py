@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from relshard.workers.relations.em_kernel import fit_ranges
+from relshard.workers.relations.em_kernel import STATUS_OK, fit_ranges
 
+BETA_MIN, BETA_MAX = 1e-12, 1e12  # 1/s: decays searched (mean delays of 1e-12 s to 31,700 years)
 _BETA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
 _GOLDEN_STEPS = 8
 _SEARCH_EVENTS = 30_000
@@ -54,6 +55,9 @@ class HawkesFit:
     loglik: float
     n_events: int
     iterations: int
+    ok: bool = True  # False: the EM produced a non-finite number; no confidence is claimed
+    floored: np.ndarray | None = None  # (K,) bool: background rate on the floor (see em_kernel)
+    mu_floor: float = 0.0  # that floor, events/s
 
     def excitations(self, min_weight: float = 0.05, min_confidence: float = 0.9,
                     types: np.ndarray | None = None) -> list[Excitation]:
@@ -97,15 +101,27 @@ def _em(rng: _Ranges, k_types: int, beta: float, max_iter: int, tol: float,
                       k_types, beta, init, max_iter=max_iter, tol=tol)
     return HawkesFit(mu=fits.mu[0], alpha=fits.alpha[0], beta=beta, stderr=fits.stderr[0],
                      confidence=fits.confidence[0], loglik=float(fits.loglik[0]),
-                     n_events=int(fits.events[0]), iterations=int(fits.iterations[0]))
+                     n_events=int(fits.events[0]), iterations=int(fits.iterations[0]),
+                     ok=bool(fits.status[0] == STATUS_OK), floored=fits.floored[0],
+                     mu_floor=float(fits.floor[0]))
+
+
+def _clamp_beta(beta: float) -> float:
+    return float(min(max(beta, BETA_MIN), BETA_MAX)) if math.isfinite(beta) else 1.0
 
 
 def default_beta(seqs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """The inverse of the median positive gap between consecutive events."""
+    """The inverse of the median positive gap between consecutive events (1 when there is
+    none: every event at one instant), within ``[BETA_MIN, BETA_MAX]``."""
     gaps = [np.diff(t) for t, _ in seqs if len(t) > 1]
     pos = np.concatenate(gaps) if gaps else np.zeros(0)
-    pos = pos[pos > 0]
-    return 1.0 / float(np.median(pos)) if len(pos) else 1.0
+    pos = pos[(pos > 0) & np.isfinite(pos)]
+    return _clamp_beta(1.0 / float(np.median(pos))) if len(pos) else 1.0
+
+
+def _score(fit: HawkesFit) -> float:
+    """What the search for ``beta`` maximizes: the log-likelihood of a fit that worked."""
+    return fit.loglik if fit.ok else -math.inf
 
 
 def fit_hawkes(seqs: list[tuple[np.ndarray, np.ndarray]], k_types: int, *,
@@ -121,25 +137,26 @@ def fit_hawkes(seqs: list[tuple[np.ndarray, np.ndarray]], k_types: int, *,
     if k_types < 1:
         raise ValueError("k_types must be at least 1")
     if beta is not None:
-        return _em(_ranges(seqs), k_types, beta, max_iter, tol, init)
+        return _em(_ranges(seqs), k_types, _clamp_beta(beta), max_iter, tol, init)
     base = default_beta(seqs)
-    grid = [base * g for g in _BETA_GRID]
+    grid = sorted({_clamp_beta(base * g) for g in _BETA_GRID})
     lay = _ranges(_subsample(seqs, _SEARCH_EVENTS))
     fits: dict[float, HawkesFit] = {}
     prev: HawkesFit | None = None
     for b in grid:
         prev = fits[b] = _em(lay, k_types, b, min(max_iter, _SEARCH_ITER), 1e-4,
                              (prev.mu, prev.alpha) if prev else init)
-    i = int(np.argmax([fits[b].loglik for b in grid]))
-    lo = math.log(grid[max(i - 1, 0)] / (10.0 if i == 0 else 1.0))
-    hi = math.log(grid[min(i + 1, len(grid) - 1)] * (10.0 if i == len(grid) - 1 else 1.0))
+    i = int(np.argmax([_score(fits[b]) for b in grid]))
+    lo = max(math.log(grid[max(i - 1, 0)] / (10.0 if i == 0 else 1.0)), math.log(BETA_MIN))
+    hi = min(math.log(grid[min(i + 1, len(grid) - 1)] * (10.0 if i == len(grid) - 1 else 1.0)),
+             math.log(BETA_MAX))
 
     def score(x: float) -> float:
         b = math.exp(x)
         near = min(fits, key=lambda v: abs(math.log(v) - x))
         fits[b] = _em(lay, k_types, b, min(max_iter, _SEARCH_ITER), 1e-4,
                       (fits[near].mu, fits[near].alpha))
-        return fits[b].loglik
+        return _score(fits[b])
 
     golden = (math.sqrt(5.0) - 1.0) / 2.0
     c, d = hi - golden * (hi - lo), lo + golden * (hi - lo)
@@ -153,7 +170,7 @@ def fit_hawkes(seqs: list[tuple[np.ndarray, np.ndarray]], k_types: int, *,
             lo, c, fc = c, d, fd
             d = lo + golden * (hi - lo)
             fd = score(d)
-    best_beta = max(fits, key=lambda b: fits[b].loglik)
+    best_beta = max(fits, key=lambda b: _score(fits[b]))
     best = fits[best_beta]
     return _em(_ranges(seqs), k_types, best_beta, max_iter, tol, (best.mu, best.alpha))
 

@@ -8,6 +8,11 @@ on their own). Memory stays bounded: buckets (or parts of them, see
 is cut there, so a log that is one long sequence gives its first events), and the fit
 covers the ``MAX_TYPES`` most frequent types (a K-type fit has K*K parameters).
 The result is JSON for the manifest and for the windows' stage.
+
+The fit never takes the log down: a numeric failure gives ``fitted: false`` with the
+reason (the windows are then written without relations), and the types whose
+background rate sat on the floor (rare types whose every event follows another) are
+listed under ``mu_floored_types`` with the floor, ``mu_floor``.
 """
 
 from __future__ import annotations
@@ -86,6 +91,11 @@ def fit_source(part: Partition, max_events: int, min_weight: float = 0.1,
     if gathered < 2 or len(top) == 0:
         return {"fitted": False, "reason": "fewer than two events", "events_used": gathered}
     fit = fit_hawkes(seqs, len(top), max_iter=150, tol=1e-4)
+    if not fit.ok:
+        return {"fitted": False, "events_used": gathered,
+                "reason": "the EM produced a non-finite number; windows are written without "
+                          "relations"}
+    floored = top[fit.floored] if fit.floored is not None else top[:0]
     edges = fit.excitations(min_weight, min_confidence, types=top)
     span = float((part.meta.get("t_max") or 0.0) - (part.meta.get("t_min") or 0.0))
     caption, rel_caption = captions(edges, vocab, int(part.meta["rows_ok"]), max(span, 0.0),
@@ -97,7 +107,8 @@ def fit_source(part: Partition, max_events: int, min_weight: float = 0.1,
         "types": [int(t) for t in top], "beta": fit.beta, "mean_delay_s": 1.0 / fit.beta,
         "mu": [float(m) for m in fit.mu], "alpha": fit.alpha.round(6).tolist(),
         "stderr": fit.stderr.round(6).tolist(), "loglik": fit.loglik,
-        "iterations": fit.iterations,
+        "iterations": fit.iterations, "mu_floor": fit.mu_floor,
+        "mu_floored_types": [int(t) for t in floored],
         "relations": [{**r.model_dump(exclude_none=True), "source_type": vocab[e.source],
                        "target_type": vocab[e.target], "delay_s": e.delay}
                       for r, e in zip(excitation_relations(edges), edges, strict=True)],

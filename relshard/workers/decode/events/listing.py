@@ -24,12 +24,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from fsspec.core import url_to_fs
 
 from relshard.spec import EventColumns, PipelineSpec
 from relshard.workers.decode.events.partition import cut_all_parts, partition_log, write_meta
 from relshard.workers.decode.events.row_rejects import RowRejectLedger
 from relshard.workers.decode.events.stage import BUCKET_KEY
+from relshard.workers.decode.events.ties import count_ties, spread_buckets, tie_note
 from relshard.workers.item import InputRef
 from relshard.workers.relations.source_fit import fit_source
 
@@ -63,7 +65,8 @@ class EventsSummary:
             return {}
         keep = ("uri", "time_format", "time_format_reason", "rows", "rows_ok",
                 "rows_rejected", "truncated", "buckets", "parts", "marks", "vocab",
-                "type_counts", "t_min", "t_max", "source_fit", "unreadable")
+                "type_counts", "t_min", "t_max", "time_resolution", "time_resolution_s",
+                "ties", "source_fit", "unreadable")
         return {"events": {k: {f: m[f] for f in keep if f in m} for k, m in self.logs.items()}}
 
 
@@ -118,11 +121,21 @@ class EventsExpander:
             self.ledger.flush()
             return
         window = self.spec.decode.window
+        step = part.meta.get("time_resolution_s")
+        spread = cols.ties == "spread" and bool(step)
+        if spread:  # before the parts are cut: they are cut on the spread times
+            spread_buckets(part.fs, [part.bucket_path(b) for b in part.buckets], step,
+                           cols.tie_seed)
+            part.meta["ties_spread"] = tie_note(part.meta["time_resolution"], step,
+                                                cols.tie_seed)
         cut_all_parts(part, cols.part_rows, window)
+        ties = count_ties(part.fs, [p.path for p in part.parts], step if spread else None)
+        ties["exact"] = ties["events_checked"] >= int(part.meta["rows_ok"])
+        part.meta["ties"] = {"mode": cols.ties, "spread": spread, **ties}
         fit_on = window.fit_relations if window else True
         max_events = window.source_fit_events if window else 200_000
         thresholds = (window.min_weight, window.min_confidence) if window else (0.1, 0.99)
-        part.meta["source_fit"] = (fit_source(part, max_events, *thresholds) if fit_on
+        part.meta["source_fit"] = (_fit_source(part, max_events, thresholds) if fit_on
                                    else {"fitted": False, "reason": "window.fit_relations off"})
         fs, _ = url_to_fs(self.root)
         write_meta(fs, part)
@@ -140,6 +153,17 @@ class EventsExpander:
                            {BUCKET_KEY: {"meta": meta_uri,
                                          **p.to_extra(lambda path: _uri(fs, path))}})
         self.ledger.flush()  # this log's bad rows are committed before its windows
+
+
+def _fit_source(part: Any, max_events: int, thresholds: tuple[float, float]) -> dict[str, Any]:
+    """The whole-log fit; a numeric error (the fit is total: a net only) costs the log its
+    relations, never its windows."""
+    try:
+        return fit_source(part, max_events, *thresholds)
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        log.warning("events %s: whole-log fit failed: %s", part.uri, exc)
+        return {"fitted": False, "reason": f"the whole-log fit failed ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); windows are written without relations"}
 
 
 def _uri(fs: Any, path: str) -> str:

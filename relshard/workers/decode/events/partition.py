@@ -12,6 +12,11 @@ row is an input rejected with its row number (key ``FILEKEY-rNNNNNNNNNN``), hand
 to the caller as it is found (see :mod:`.row_rejects`): written + rejected still
 equals inputs. Memory: the buffered rows (two flushes of ``FLUSH_ROWS``) and the
 type counts, whatever the log's length or number of bad rows.
+
+A time that parses but lies beyond ``MAX_ABS_SECONDS`` of the epoch (``1e308`` in a CSV)
+is a ``bad_time`` row like one that does not parse: no fit or window could use it. The
+pass also finds the log's time resolution (:mod:`.ties`), for the manifest and
+``events.ties``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from relshard.errors import SpecError
 from relshard.spec import EventColumns, EventWindow
 from relshard.workers.decode.events.parts import PartRef, cut_parts
 from relshard.workers.decode.events.reader import UnreadableLog, iter_batches
+from relshard.workers.decode.events.ties import ResolutionTracker
 from relshard.workers.decode.events.timeparse import detect_format, parse_numbers, parse_times
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,7 @@ JUDGE_MIN = 20
 BUCKET_BYTES = 4 * 1024 * 1024
 MAX_BUCKETS = 4096
 META_NAME = "meta.json"
+MAX_ABS_SECONDS = 1e13  # about 317,000 years either side of 1970: beyond, a time is absurd
 
 
 @dataclass
@@ -265,6 +272,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
     judge = _FormatJudge()
     truncated: str | None = None
     t_min, t_max = np.inf, -np.inf
+    resolution = ResolutionTracker()
     try:
         for lb in iter_batches(uri, cols):
             batch, rows = lb.batch, lb.rows
@@ -283,6 +291,9 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
                     fmt, why = batch_fmt, batch_why
                     log.info("events %s: time_format auto chose %s (%s)", uri, fmt, why)
             times = parse_times(tcol, batch_fmt)
+            absurd = np.abs(times) > MAX_ABS_SECONDS  # NaN compares False
+            if absurd.any():
+                times[absurd] = np.nan
             types = _strings(batch.column(cols.type))
             missing_t = tcol.is_null().to_numpy(zero_copy_only=False)
             if pa.types.is_string(tcol.type) or pa.types.is_large_string(tcol.type):
@@ -296,8 +307,9 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
                          reject)
             for i in np.flatnonzero(bad_t):
                 r, raw = int(rows[i]) + 1, tcol[int(i)].as_py()
-                reject(RowReject(r, "bad_time", f"data row {r}: {str(raw)[:80]!r} "
-                                              f"is not a {batch_fmt} time"))
+                what = (f"is beyond {MAX_ABS_SECONDS:.0e} s of 1970 as a {batch_fmt} time"
+                        if absurd[i] else f"is not a {batch_fmt} time")
+                reject(RowReject(r, "bad_time", f"data row {r}: {str(raw)[:80]!r} {what}"))
             _reject_rows(rows[missing_ty], "missing_type", f"no value in column {cols.type!r}",
                          reject)
             good = ~np.isnan(times) & ~types.is_null().to_numpy(zero_copy_only=False)
@@ -312,6 +324,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
             counts.update(dict(zip(*(c.to_pylist() for c in pc.value_counts(
                 table.column("type")).flatten()), strict=True)))
             good_t = times[good]
+            resolution.add(good_t)
             t_min, t_max = min(t_min, float(good_t.min())), max(t_max, float(good_t.max()))
             writer.add(table, _bucket_ids(table.column("seq").combine_chunks(), n_buckets))
             ok_rows += table.num_rows
@@ -341,6 +354,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
     part.bucket_rows = {b: writer.rows[b] for b in part.buckets}
     part.rejects.sort(key=lambda r: r.row)  # empty when on_reject took them
     vocab = sorted(counts)
+    res_label, res_step = resolution.result()
     part.meta = {
         "uri": uri, "input_key": input_key, "columns": cols.model_dump(mode="json"),
         "time_format": fmt, "time_format_reason": why, "rows": row0, "rows_ok": ok_rows,
@@ -348,6 +362,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
         "buckets_used": len(part.buckets), "marks": list(cols.marks),
         "vocab": vocab, "type_counts": [counts[v] for v in vocab],
         "t_min": t_min if ok_rows else None, "t_max": t_max if ok_rows else None,
+        "time_resolution": res_label, "time_resolution_s": res_step,
     }
     write_meta(fs, part)
     return part

@@ -39,7 +39,7 @@ from relshard.spec import DecodeSpec, Resources
 from relshard.workers.decode.events.parts import KEY, part_folder, read_folder
 from relshard.workers.decode.events.windows import SeqContext, owned_windows, rows_needed
 from relshard.workers.item import SampleDraft, WorkItem
-from relshard.workers.relations.batch import fit_window_ranges, window_edges
+from relshard.workers.relations.batch import fit_window_ranges, window_edges, window_notes
 from relshard.workers.relations.describe import captions, entities, excitation_relations
 from relshard.workers.relations.hawkes import Excitation
 from relshard.workers.relations.source_fit import sequence_bounds
@@ -124,13 +124,17 @@ class EventWindower:
                                   self.cfg)
             for idx, lo, hi in owned:
                 cut.append((window_key(seq_key, idx), name, idx, int(a + lo), int(a + hi)))
-        edges = self._edges(times, ids, cut, fit)
+        edges, notes = self._edges(times, ids, cut, fit)
         beta = fit.get("beta")
-        prov = self._provenance(beta)
+        base = self._provenance(beta, meta, fit_note(meta) if self.fit else None)
+        provs: dict[str | None, Provenance] = {None: base}
+        for note in notes:
+            if note not in provs:
+                provs[note] = base.model_copy(update={"method": f"{base.method}; {note}"})
         return [
             self._sample(meta, key, name, idx, times[lo:hi], ids[lo:hi],
-                         marks[lo:hi] if marks is not None else None, prov, found)
-            for (key, name, idx, lo, hi), found in zip(cut, edges, strict=True)
+                         marks[lo:hi] if marks is not None else None, provs[note], found)
+            for (key, name, idx, lo, hi), found, note in zip(cut, edges, notes, strict=True)
         ]
 
     def _read_ahead(self, table: pa.Table, bucket: dict[str, Any]) -> pa.Table:
@@ -167,10 +171,11 @@ class EventWindower:
 
     def _edges(self, times: np.ndarray, ids: np.ndarray,
                cut: list[tuple[str, str | None, int, int, int]],
-               fit: dict[str, Any]) -> list[list[Excitation]]:
-        """Per window: the fitted excitations (compiled EM per window, in chunks)."""
+               fit: dict[str, Any]) -> tuple[list[list[Excitation]], list[str | None]]:
+        """Per window: the fitted excitations (compiled EM per window, in chunks), and what
+        its provenance must add (a failed fit, floored background rates; None: nothing)."""
         if not fit or not cut:
-            return [[] for _ in cut]
+            return [[] for _ in cut], [None] * len(cut)
         fitted = np.asarray(fit["types"], dtype=np.int64)
         remap = np.full(max(int(ids.max(initial=0)), int(fitted.max(initial=0))) + 1, -1,
                         dtype=np.int64)
@@ -180,20 +185,34 @@ class EventWindower:
                 np.asarray(fit["alpha"], dtype=np.float64))
         spans = np.array([(lo, hi) for *_, lo, hi in cut], dtype=np.int64)
         out: list[list[Excitation]] = []
+        notes: list[str | None] = []
         for start in range(0, len(cut), FIT_CHUNK):
             chunk = spans[start:start + FIT_CHUNK]
-            fits = fit_window_ranges(times, u, chunk[:, 0], chunk[:, 1], len(fitted),
-                                     fit["beta"], init, max_iter=WINDOW_FIT_ITER,
-                                     tol=WINDOW_FIT_TOL)
+            try:
+                fits = fit_window_ranges(times, u, chunk[:, 0], chunk[:, 1], len(fitted),
+                                         fit["beta"], init, max_iter=WINDOW_FIT_ITER,
+                                         tol=WINDOW_FIT_TOL)
+            except (ArithmeticError, ValueError) as exc:  # the kernel is total; a net anyway
+                out.extend([] for _ in chunk)
+                notes.extend([f"relation fit failed ({type(exc).__name__}: "
+                              f"{str(exc)[:120]}): no excites relations recorded"] * len(chunk))
+                continue
             out.extend(window_edges(fits, fitted, fit["beta"], self.min_weight,
                                     self.min_confidence))
-        return out
+            notes.extend(window_notes(fits, fitted))
+        return out, notes
 
     @staticmethod
-    def _provenance(beta: float | None) -> Provenance:
+    def _provenance(beta: float | None, meta: dict[str, Any] | None = None,
+                    why_not: str | None = None) -> Provenance:
         method = (f"multivariate Hawkes, exponential kernel (beta={beta:.4g}/s from the whole "
                   f"log), EM warm-started from the whole log's fit, at most {WINDOW_FIT_ITER} "
                   "iterations" if beta else "no relation fit")
+        if not beta and why_not:
+            method += f" ({why_not})"
+        spread = (meta or {}).get("ties_spread")
+        if spread:
+            method += f"; {spread}"
         return Provenance(backend="hawkes", method=method, relshard_version=_version())
 
     def _sample(self, meta: dict[str, Any], key: str, seq: str | None, idx: int,
@@ -224,6 +243,12 @@ class EventWindower:
         if marks is not None:
             draft.add_member("marks.npy", npy(marks.astype(np.float64, copy=False)))
         return draft
+
+
+def fit_note(meta: dict[str, Any]) -> str | None:
+    """Why a log's windows carry no relation fit, from its whole-log fit (None: they do)."""
+    fit = meta.get("source_fit") or {}
+    return None if fit.get("fitted") else fit.get("reason")
 
 
 def _version() -> str:

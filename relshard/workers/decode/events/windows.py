@@ -69,10 +69,12 @@ def _time_owned(times: np.ndarray, n_local: int, ctx: SeqContext, span: float, s
         return []
     t0 = float(times[0]) if ctx.t0 is None else ctx.t0
     t_last = float(times[-1]) if ctx.t_last is None else ctx.t_last
-    n_win = int(np.floor(max(t_last - t0 - span, 0.0) / stride)) + 1
-    if t0 + (n_win - 1) * stride + span <= t_last:
-        n_win += 1
-    begins = t0 + stride * np.arange(n_win)
+    n_win = _window_count(t0, t_last, span, stride)
+    if n_win <= 4 * len(times) + 1024:
+        ks_all = np.arange(n_win)
+    else:  # windows much shorter than the gaps: only those that hold an event (sparse)
+        ks_all = _nonempty_candidates(times, t0, span, stride, n_win)
+    begins = t0 + stride * ks_all
     # a window is owned here when its first event is: begin after everything before
     # this run, and at or before this run's last event
     owned = begins <= times[n_local - 1]
@@ -80,9 +82,37 @@ def _time_owned(times: np.ndarray, n_local: int, ctx: SeqContext, span: float, s
         owned &= begins > ctx.t_prev
     ks = np.flatnonzero(owned)
     starts = np.searchsorted(times, begins[ks], side="left")
-    stops = np.searchsorted(times, begins[ks] + span, side="left")
-    return [(int(k), int(a), int(b)) for k, a, b in zip(ks, starts, stops, strict=True)
+    ends = t0 + (stride * ks_all[ks] + span)
+    if stride <= span:  # no gap of one float step between a window's end and the next begin
+        ends = np.maximum(ends, t0 + stride * (ks_all[ks] + 1))
+    stops = np.searchsorted(times, ends, side="left")
+    # a span below the float spacing of the times (1e-7 s at 1.7e9): the events at begin
+    stops = np.maximum(stops, np.searchsorted(times, begins[ks], side="right"))
+    return [(int(k), int(a), int(b)) for k, a, b in zip(ks_all[ks], starts, stops, strict=True)
             if b - a >= min_events]
+
+
+def _window_count(t0: float, t_last: float, span: float, stride: float) -> int:
+    """Windows ``[t0 + k stride, + span)`` until one reaches ``t_last``."""
+    n_win = int(np.floor(max(t_last - t0 - span, 0.0) / stride)) + 1
+    if t0 + (n_win - 1) * stride + span <= t_last:
+        n_win += 1
+    return n_win
+
+
+def _nonempty_candidates(times: np.ndarray, t0: float, span: float, stride: float,
+                         n_win: int) -> np.ndarray:
+    """Indices of the windows that may hold an event (a superset, one index of margin
+    either side for rounding): a window of 1 ms over a year of events must not cost an
+    array of 3e10 window starts."""
+    rel = (times - t0) / stride
+    hi = np.floor(rel).astype(np.int64) + 1
+    lo = np.ceil(rel - span / stride).astype(np.int64) - 1
+    lo, hi = np.clip(lo, 0, n_win - 1), np.clip(hi, 0, n_win - 1)
+    counts = hi - lo + 1
+    ks = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts)
+                                                                     - counts, counts))
+    return np.unique(ks)
 
 
 def owned_windows(times: np.ndarray, n_local: int, ctx: SeqContext,
@@ -119,7 +149,7 @@ def rows_needed(times: np.ndarray, n_local: int, ctx: SeqContext,
     stride_s = cfg.stride or cfg.seconds
     t0 = float(times[0]) if ctx.t0 is None else ctx.t0
     k = math.floor((float(times[n_local - 1]) - t0) / stride_s) + 1  # +1: rounding margin
-    return n_local, t0 + k * stride_s + cfg.seconds
+    return n_local, float(np.nextafter(t0 + k * stride_s + cfg.seconds, np.inf))
 
 
 def may_own_a_window(n_local: int, t_local_last: float, ctx: SeqContext,
@@ -138,11 +168,17 @@ def may_own_a_window(n_local: int, t_local_last: float, ctx: SeqContext,
     assert cfg.seconds is not None and ctx.t0 is not None and ctx.t_prev is not None
     stride_s = cfg.stride or cfg.seconds
     t_last = ctx.t_last if ctx.t_last is not None else t_local_last
-    n_win = int(np.floor(max(t_last - ctx.t0 - cfg.seconds, 0.0) / stride_s)) + 1
-    if ctx.t0 + (n_win - 1) * stride_s + cfg.seconds <= t_last:
-        n_win += 1
-    begins = ctx.t0 + stride_s * np.arange(n_win)
-    return bool(np.any((begins > ctx.t_prev) & (begins <= t_local_last)))
+    n_win = _window_count(ctx.t0, t_last, cfg.seconds, stride_s)
+    # the first window that begins after t_prev: begins grow with k (not strictly, when the
+    # stride is below the float spacing of the times), so bisect on k
+    t0, lo, hi = ctx.t0, -1, n_win  # begin(lo) <= t_prev < begin(hi); begin(n_win) = +inf
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if t0 + stride_s * mid > ctx.t_prev:
+            hi = mid
+        else:
+            lo = mid
+    return hi < n_win and t0 + stride_s * hi <= t_local_last
 
 
 def windows(times: np.ndarray, cfg: EventWindow | None) -> list[tuple[int, int, int]]:
