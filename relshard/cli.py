@@ -8,18 +8,22 @@ shows its traceback.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from relshard import __version__
 from relshard.builders.commands import register as register_builder_commands
 from relshard.cluster.commands import jobs_app, submit
-from relshard.errors import RejectBudgetExceeded, RelshardError
+from relshard.errors import RejectBudgetExceeded, RelshardError, SpecError
 from relshard.inspect.commands import register as register_inspect_commands
 from relshard.training.commands import register as register_training_commands
 
@@ -44,13 +48,61 @@ def _fail(exc: RelshardError) -> None:
     raise typer.Exit(1 if isinstance(exc, RejectBudgetExceeded) else 2)
 
 
+RETRY_OPTION = "--retry-rejects"
+_REASONS_RE = re.compile(r"^[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*$")
+
+
+class _RunCommand(TyperCommand):
+    """``--retry-rejects`` takes an optional value: bare, it means every retryable reason.
+
+    The next argument is its value only when it looks like a list of reasons
+    (``backend_unavailable,timeout``) and is not an existing file (the spec)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == RETRY_OPTION:
+                nxt = args[i + 1] if i + 1 < len(args) else None
+                if nxt is not None and _REASONS_RE.match(nxt) and not os.path.exists(nxt):
+                    out.append(f"{RETRY_OPTION}={nxt}")
+                    i += 2
+                    continue
+                out.append(f"{RETRY_OPTION}=retryable")
+            else:
+                out.append(arg)
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+def _listing_notes(summary: Any) -> list[tuple[str, str]]:
+    rows = []
+    for label, n in (("hidden files skipped", summary.hidden_skipped),
+                     ("dangling symlinks skipped", summary.dangling_symlinks),
+                     ("symlinks to folders already listed", summary.symlinks_skipped),
+                     ("special files skipped (sockets, FIFOs)", summary.other_skipped)):
+        if n:
+            rows.append((label, str(n)))
+    for where in summary.output_excluded:
+        rows.append(("output folder left out of the sources", where))
+    return rows
+
+
 def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazily
     table = Table(title=f"relshard run {summary.run_id}", show_header=False)
     table.add_row("output", summary.output)
+    if summary.lease_takeover:
+        table.add_row("lease", summary.lease_takeover)
     table.add_row("inputs listed", str(summary.listed))
-    if summary.hidden_skipped:
-        table.add_row("hidden files skipped", str(summary.hidden_skipped))
+    for label, value in _listing_notes(summary):
+        table.add_row(label, value)
     table.add_row("already done (resumed)", str(summary.already_done))
+    if summary.retry is not None:
+        retried = sum(summary.retrying.values())
+        detail = ", ".join(f"{r}: {n}" for r, n in sorted(summary.retrying.items()))
+        table.add_row(f"rejects retried ({summary.retry})",
+                      f"{retried}" + (f" ({detail})" if detail else ""))
     table.add_row("written this run", f"{summary.inputs_written} inputs, "
                   f"{summary.samples_written} samples in {summary.units} unit(s)")
     table.add_row("rejected this run", str(summary.rejected_total))
@@ -65,9 +117,14 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazi
                   f"{totals.get('shards', 0)} shard(s), {totals.get('bytes', 0):,} bytes")
     table.add_row("time", f"{summary.seconds:.1f} s")
     out.print(table)
+    if summary.retryable_left:
+        out.print(f"{summary.retryable_left} rejected input(s) may succeed on a retry (an "
+                  f"outage, a timeout, a crash); a plain re-run skips them, "
+                  f"`relshard run SPEC {RETRY_OPTION}` runs them again.", highlight=False,
+                  soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=_RunCommand)
 def run(
     spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
     output: Annotated[str | None, typer.Option(
@@ -76,17 +133,26 @@ def run(
         envvar="RAY_ADDRESS",
         help="Ray cluster to use (auto, ray://HOST:10001); default: a local Ray.")] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs for a local Ray.")] = None,
+    retry_rejects: Annotated[str | None, typer.Option(
+        RETRY_OPTION, metavar="[REASON,...]",
+        help="Run rejected inputs again: bare, those whose reject is retryable (outages, "
+             "timeouts, crashes); or those of the reasons named.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a pipeline spec: decode, detect, annotate and write shards, resuming if possible."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from relshard.pipelines.runner import run_pipeline
+    from relshard.shards.ledger import RetrySelection
     from relshard.spec import load_spec
 
     try:
+        if spec.is_dir():
+            raise SpecError(f"Spec {str(spec)!r} is a folder, not a spec file: name the YAML "
+                            f"file inside it.")
+        retry = RetrySelection.parse(retry_rejects) if retry_rejects is not None else None
         summary = run_pipeline(load_spec(spec), output=output, address=address,
-                               num_cpus=num_cpus)
+                               num_cpus=num_cpus, retry=retry)
     except RelshardError as exc:
         _fail(exc)
     _print_summary(summary)

@@ -236,8 +236,34 @@ class SampleRecord(_Model):
         return self
 
 
+# The one table of reasons a later run may cure by itself: an outage, a timeout, a
+# crash of the worker (not of the input's own decoder logic). ``relshard run SPEC
+# --retry-rejects`` re-queues these by default; any other reason can be named
+# explicitly. Rejects files written before the ``retryable`` column existed are read
+# through this table too. Not retryable: what is wrong with the input itself
+# (corrupt, truncated, empty, unsupported, a bomb), an answer still invalid after the
+# re-asks, and ``out_of_memory`` (the cap is ``decode.max_memory_mb``, part of the
+# spec: the same spec hits it again; name it to retry after memory was the problem).
+RETRYABLE_REASONS: frozenset[str] = frozenset({
+    "backend_unavailable",  # 429/5xx/timeouts/connection errors after the backend's retries
+    "timeout",  # an isolated decode overran decode.timeout_s (a loaded node, a slow mount)
+    "worker_crash",  # the decode child died (killed, a native crash) after crash_retries
+    "annotator_error",  # an annotator raised (a backend bug or a dropped connection)
+    "vanished",  # listed, then gone before it was read (a folder being rewritten)
+})
+
+
+def is_retryable_reason(reason: str) -> bool:
+    """Whether a reject of ``reason`` may succeed when simply run again."""
+    return reason in RETRYABLE_REASONS
+
+
 class Reject(_Model):
-    """One rejected input: a row of the rejects ledger."""
+    """One rejected input: a row of the rejects ledger.
+
+    ``retryable`` says whether running the input again may succeed; when not given it
+    follows :data:`RETRYABLE_REASONS`.
+    """
 
     input_key: str
     uri: str
@@ -246,3 +272,10 @@ class Reject(_Model):
     detail: str = ""
     raw_output: str | None = None
     attempts: int = 1
+    retryable: bool | None = None
+
+    @model_validator(mode="after")
+    def _default_retryable(self) -> Reject:
+        if self.retryable is None:
+            self.retryable = is_retryable_reason(self.reason)
+        return self

@@ -117,6 +117,9 @@ class DecodeSpec(_Spec):
     max_file_bytes: ByteSize = Field(default=ByteSize(20 * 1024**3))
     keep_clip: bool = Field(default=False, description="also store the source clip as KEY.mp4")
     video_threads: int = Field(default=1, ge=0, le=64, description="decord threads (VP9 needs>0)")
+    video_backend: Literal["auto", "pyav", "decord"] = Field(
+        default="auto", description="auto: the faster one by bench/decode.py, then the other; "
+        "OpenCV reads what they cannot")
     isolate: bool = Field(default=True, description="decode in a child process (crash safety)")
     timeout_s: float = Field(default=300.0, gt=0, description="per-input decode time limit")
     crash_retries: int = Field(default=1, ge=0, le=5, description="retries after a crash")
@@ -184,7 +187,7 @@ class _ModelAnnotate(_Spec):
     SCHEDULING_FIELDS: ClassVar[tuple[str, ...]] = (
         "batch_size", "resources", "cache", "base_url", "api_key_env", "max_in_flight",
         "timeout_s", "max_retries", "backoff_s", "backoff_max_s", "preflight",
-        "device", "num_gpus")
+        "device", "num_gpus", "max_response_bytes")
 
     batch_size: int = Field(default=64, ge=1, description="inputs per call")
     resources: Resources = Field(default_factory=Resources)
@@ -204,6 +207,12 @@ class _ModelAnnotate(_Spec):
     max_new_tokens: int = Field(default=512, ge=16, le=8192)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     invalid_retries: int = Field(default=1, ge=0, le=3, description="re-asks on invalid output")
+    max_attributes: int = Field(
+        default=64, ge=1, le=4096, description="attributes one answer may list; more is an "
+        "invalid answer (re-asked like any other)")
+    max_relations: int = Field(
+        default=256, ge=1, le=16384, description="relations one answer may state; more is an "
+        "invalid answer (re-asked like any other)")
     on_leak: Literal["retry", "reject", "keep"] = Field(
         default="retry", description="a relational caption naming an attribute or subject")
     predicates: PredicateSpec = Field(
@@ -249,6 +258,9 @@ class OpenAIAnnotate(_ModelAnnotate):
     backoff_max_s: float = Field(default=30.0, gt=0)
     structured_output: Literal["auto", "json_schema", "none"] = "auto"
     preflight: bool = Field(default=True, description="check server and model before the run")
+    max_response_bytes: ByteSize = Field(
+        default=ByteSize(4 * 2**20), ge=4096, description="bytes of one server answer read at "
+        "most; a longer answer is rejected as response_too_large, not retried")
 
 
 class TransformersAnnotate(_ModelAnnotate):
@@ -274,6 +286,10 @@ class OutputSpec(_Spec):
     max_reject_fraction: float = Field(default=0.5, ge=0, le=1)
     reject_check_after: int = Field(default=100, ge=1, description="inputs before the check")
     mtime: int = Field(default=0, ge=0, description="mtime in tar headers (deterministic)")
+    lease_timeout_s: float = Field(
+        default=300.0, ge=0.2, le=86400,
+        description="seconds without a heartbeat before another run may take over the "
+                    "output's lease (the holder beats every quarter of it)")
 
     @field_validator("shard_max_bytes")
     @classmethod

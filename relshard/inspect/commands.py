@@ -94,6 +94,8 @@ def stats(
                                    f"{exc.strerror}.") from None
     except RelshardError as exc:
         _fail(exc)
+    if not root.endswith(".json"):
+        _warn_missing_shards(root, current)
     if as_json:
         data = current.to_json_dict()
         if comparison is not None:
@@ -105,6 +107,23 @@ def stats(
         out.print(compare_renderable(comparison))
     if html is not None:
         err.print(f"HTML report written to {html}")
+
+
+def _warn_missing_shards(root: str, current: Any) -> None:
+    """One line on stderr when the index or manifest names shards that are gone."""
+    from relshard.inspect.stats import missing_shards
+
+    try:
+        missing = missing_shards(root, current)
+    except (RelshardError, OSError):
+        return
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        err.print(f"[bold yellow]warning:[/] {len(missing)} shard(s) named by the index or "
+                  f"manifest are missing ({shown}): their samples are counted from the index "
+                  f"but cannot be read; `relshard verify {root}` lists the problems.",
+                  highlight=False, soft_wrap=True)
 
 
 def verify(

@@ -11,7 +11,12 @@ rebuilt from the footers, keeping the run's name and spec hash.
 
 Samples whose record does not parse or validate cannot be indexed; they are
 listed in the report, and ``verify`` keeps reporting them. Shards are never
-modified.
+modified in place.
+
+Then what two runs on one output wrote twice is removed, keeping the earliest
+committed copy of each sample key, and rejects committed after a write of their
+input are dropped (:mod:`relshard.inspect.dedupe`; a unit that held later copies
+is rebuilt under a new name).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from relshard.inspect.dedupe import remove_duplicates
 from relshard.inspect.shardscan import ScannedSample, scan_shard
 from relshard.inspect.verify import INDEX_CHECK_COLUMNS, validate_record
 from relshard.shards.commit import StagedFile, sync_dir
@@ -62,11 +68,17 @@ class RepairReport:
     skipped_samples: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     manifest_rewritten: bool = False
+    deduplicated: list[str] = field(default_factory=list)  # units rebuilt without copies
+    duplicates_removed: int = 0  # samples whose key an earlier unit holds
+    rejects_removed: int = 0  # reject rows committed after a write of their input
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"rewritten": self.rewritten, "unchanged": self.unchanged,
                 "manifest_rewritten": self.manifest_rewritten,
                 "removed": self.removed, "skipped_samples": self.skipped_samples,
+                "deduplicated": self.deduplicated,
+                "duplicates_removed": self.duplicates_removed,
+                "rejects_removed": self.rejects_removed,
                 "totals": self.manifest.get("totals", {})}
 
 
@@ -185,6 +197,8 @@ def repair_output(root: str | OutputLayout, **storage_options: Any) -> RepairRep
     layout.ensure_dirs()
     for unit in sorted(shard_units | reject_units | set(layout.units())):
         _repair_unit(layout, unit, unit in shard_units, report)
+    report.deduplicated, report.duplicates_removed, report.rejects_removed = \
+        remove_duplicates(layout)
     name, spec_hash, extra, old = _run_identity(layout)
     manifest = build_manifest(layout, name, spec_hash, extra)
     same = {k: manifest[k] for k in _COMPARED} == {k: old.get(k) for k in _COMPARED}

@@ -22,6 +22,8 @@ from relshard.shards.layout import OutputLayout
 from relshard.shards.members import CORE_SUFFIXES
 
 BLOCK = 512
+MAX_PAX = 64 * 1024  # a pax header bigger than this is not one we wrote (see _BoundedTarInfo)
+MAX_RECORD = 64 * 2**20  # a KEY.json bigger than this is reported, not read
 FRAME_SUFFIX_RE = re.compile(r"^(jpg|f\d{3,}\.jpg)$")
 
 
@@ -42,6 +44,16 @@ class _HashingReader:
     def drain(self, chunk: int = 1 << 20) -> None:
         while self.read(chunk):
             pass
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses oversized pax headers: tarfile's pax parsing is quadratic in their size on
+    some Pythons (CVE-2024-6232), so a hostile shard could stall a scan for hours."""
+
+    def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_PAX:
+            raise tarfile.ReadError(f"a pax header of {self.size} bytes is implausible")
+        return super()._proc_pax(tarfile_)  # type: ignore[misc]
 
 
 @dataclass
@@ -104,7 +116,8 @@ def scan_shard(
         seen: set[str] = set()
         end = 0
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
+                              tarinfo=_BoundedTarInfo) as tar:
                 for member in tar:
                     parts = _split(member.name) if member.isfile() else None
                     if parts is None:
@@ -140,11 +153,17 @@ def scan_shard(
 
 
 def _parse_record(tar: tarfile.TarFile, member: tarfile.TarInfo, sample: ScannedSample) -> None:
+    if member.size > MAX_RECORD:
+        sample.record_error = (f"{sample.key}.json is {member.size} bytes, over the "
+                               f"{MAX_RECORD}-byte cap on a record; not read")
+        return
     handle = tar.extractfile(member)
     try:
         data = json.loads(handle.read() if handle else b"")
-    except (ValueError, UnicodeDecodeError) as exc:
-        sample.record_error = f"{sample.key}.json is not JSON ({exc})"
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        why = (f"{exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError)
+               else type(exc).__name__)  # never the bytes themselves
+        sample.record_error = f"{sample.key}.json is not JSON ({why})"
         return
     if not isinstance(data, dict):
         sample.record_error = f"{sample.key}.json is not a JSON object"

@@ -27,6 +27,7 @@ from relshard.inspect.figures import (
 from relshard.inspect.records import sample_records
 from relshard.inspect.tables import OutputTables, check_versions
 from relshard.shards.layout import OutputLayout
+from relshard.shards.ledger import effective_reject_counts
 from relshard.shards.recovery import committed_units
 
 NONE_LABEL = "(none)"
@@ -156,11 +157,48 @@ def compute_stats(
     """The figures of the output at ``root`` (a local path or fsspec URL).
 
     ``records`` is how many ``KEY.json`` records to sample for the record-level
-    figures (0 skips them; a build with fewer samples is read whole).
+    figures (0 skips them; a build with fewer samples is read whole). A truncated
+    or corrupt index or rejects file raises :class:`InspectError` naming it and
+    the fix.
     """
-    import dask
+    import pyarrow as pa
 
     tables = OutputTables.open(root, **storage_options)
+    try:
+        return _compute_stats(tables, records)
+    except (pa.ArrowException, OSError, EOFError):
+        corrupt = tables.unreadable()
+        if corrupt is None:
+            raise
+        raise corrupt from None
+
+
+def missing_shards(root: str | OutputLayout, stats: BuildStats,
+                   **storage_options: Any) -> list[str]:
+    """Shards (relative paths) that the index or the manifest names but that do not exist."""
+    tables = OutputTables.open(root, **storage_options)
+    named = set(stats.shard_balance.bytes_by_shard)
+    for entry in (tables.manifest or {}).get("shardlist") or []:
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if isinstance(url, str) and "://" not in url and not url.startswith("/"):
+            named.add(url)
+    layout = tables.layout
+    listed: dict[str, set[str]] = {}
+    missing = []
+    for rel in sorted(named):
+        if ".." in rel.split("/"):  # outside the output: not a shard of it (verify says so)
+            continue
+        folder, _, base = rel.rpartition("/")
+        if folder not in listed:
+            listed[folder] = set(layout.listdir(folder))
+        if base not in listed[folder]:
+            missing.append(rel)
+    return missing
+
+
+def _compute_stats(tables: OutputTables, records: int) -> BuildStats:
+    import dask
+
     parts = [dask.delayed(_partial_figures)(p) for p in tables.index().to_delayed()]
     lazy: dict[str, Any] = {"index": dask.delayed(_merge_figures)(parts)}
     rejects = tables.rejects()
@@ -171,7 +209,8 @@ def compute_stats(
         (computed,) = dask.compute(lazy)
     done = dict(computed["index"])
     if "rejects" in computed:
-        done["rejects"] = computed["rejects"]
+        # a retried reject that a later run wrote counts no more: inputs, not rows
+        done["rejects"] = effective_reject_counts(tables.layout, computed["rejects"])
     versions = _int_counts(done["versions"])
     check_versions(list(versions), f"the index of {tables.layout.url}")
     balance = _shard_balance(done["per_shard"])

@@ -123,6 +123,27 @@ class OutputTables:
         """The index as a lazy dask dataframe of ``columns`` (default: what stats needs)."""
         return self._read(self.index_files, columns or STATS_INDEX_COLUMNS, INDEX_SCHEMA)
 
+    def unreadable(self) -> InspectError | None:
+        """The error naming the first index or rejects file whose parquet footer does not
+        read (truncated or corrupt), or None when every footer reads."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        root = self.layout.url
+        for path in [*self.index_files, *self.rejects_files]:
+            try:
+                with self.layout.fs.open(path, "rb") as f:
+                    pq.ParquetFile(f).schema_arrow  # noqa: B018 (reads the footer)
+            except (pa.ArrowException, OSError, EOFError) as exc:
+                name = path.rsplit("/", 1)[-1]
+                folder = INDEX_DIR if path in self.index_files else REJECTS_DIR
+                fix = (f"run `relshard verify {root} --repair` to rebuild it from the shards"
+                       if folder == INDEX_DIR else
+                       "restore it from a copy, or delete it to drop those reject rows")
+                return InspectError(f"{root}/{folder}/{name} is truncated or corrupt (not a "
+                                    f"readable parquet file: {type(exc).__name__}); {fix}.")
+        return None
+
     def rejects(self, columns: list[str] | None = None) -> Any | None:
         """The rejects ledger as a lazy dask dataframe, or None when nothing was rejected."""
         if not self.rejects_files:

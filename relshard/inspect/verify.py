@@ -11,7 +11,10 @@ Checks, each problem one line in :attr:`VerifyReport.problems`:
 4. index rows and shard members agree (key, offset, span, members; footer
    counts, bytes and sha256), and no shard lacks an index or the reverse;
 5. no sample key appears twice across shards;
-6. no input is claimed by both the index and the rejects ledger.
+6. no input is claimed by both the index and the rejects ledger, except a reject that
+   a later run superseded by writing the input (a retried reject,
+   :mod:`relshard.shards.ledger`); a reject in the same run as the write, or after it,
+   is a problem.
 
 Shards are read once each, a few at a time (``workers``), streaming; memory holds
 one shard's index rows at a time plus the set of all sample keys (for check 5).
@@ -29,7 +32,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
 from relshard.inspect.shardscan import ScannedSample, ShardScan, scan_shard
-from relshard.inspect.tables import InspectError, OutputTables
+from relshard.inspect.tables import InspectError
 from relshard.record import KNOWN_SCHEMA_VERSIONS, SampleRecord
 from relshard.shards.index import CorruptIndexError, UnitInfo, read_unit_info
 from relshard.shards.layout import (
@@ -40,6 +43,7 @@ from relshard.shards.layout import (
     index_relpath,
     unit_of,
 )
+from relshard.shards.ledger import read_ledger
 from relshard.shards.members import describe_validation_error
 
 RECORD_MODELS: dict[int, type[BaseModel]] = {1: SampleRecord}
@@ -71,6 +75,7 @@ class VerifyReport:
     shards: int = 0
     samples: int = 0
     units: int = 0
+    superseded_rejects: int = 0  # rejects of inputs a later run wrote (retried): history
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -79,7 +84,8 @@ class VerifyReport:
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"root": self.root, "ok": self.ok, "shards": self.shards,
-                "samples": self.samples, "units": self.units, "problems": self.problems}
+                "samples": self.samples, "units": self.units,
+                "superseded_rejects": self.superseded_rejects, "problems": self.problems}
 
 
 @dataclass
@@ -216,12 +222,10 @@ def verify_output(root: str | OutputLayout, workers: int = 4, **storage_options:
         checks = dict(zip(units, pool.map(lambda u: _check_unit(layout, u), units.values()),
                           strict=True))
     seen_at: dict[str, str] = {}
-    input_keys: set[str] = set()
     scans: dict[str, ShardScan] = {}
     for name, check in checks.items():
         report.problems.extend(check.problems)
         report.samples += check.samples
-        input_keys |= check.input_keys
         if check.scan is not None:
             scans[check.scan.relpath] = check.scan
         shard = units[name].shard or name
@@ -237,12 +241,12 @@ def verify_output(root: str | OutputLayout, workers: int = 4, **storage_options:
             report.problems.append(f"{rel}: no index describes it (run `relshard verify "
                                    "--repair` to index it)")
     report.problems.extend(_check_manifest(layout, units, scans))
-    tables = OutputTables(layout, [], [layout.path(u.rejects) for u in units.values()
-                                       if u.rejects], None)
-    rejects = tables.rejects(["input_key"])
-    if rejects is not None:
-        both = sorted(input_keys & set(rejects["input_key"].compute(scheduler="threads")))
-        report.problems.extend(f"input {k!r} is both in the index and in the rejects ledger"
-                               for k in both)
+    ledger = read_ledger(layout, units)
+    report.superseded_rejects = ledger.superseded
+    report.problems.extend(
+        f"input {key!r} is both in the index and in the rejects ledger ({reject_unit} "
+        f"rejected it in or after run {write_run}, which wrote it; `relshard verify "
+        f"--repair` drops the later reject)"
+        for key, reject_unit, write_run in sorted(ledger.after_write))
     report.problems = _cap(report.problems)
     return report

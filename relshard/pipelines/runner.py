@@ -1,10 +1,14 @@
-"""One pipeline run, start to end: recover, list, skip what is done, execute, commit.
+"""One pipeline run, start to end: lease, recover, list, skip what is done, execute, commit.
 
-1. Refuse an output folder written by a different spec (mixing would corrupt it).
-2. Recover: remove temporary files and shards left uncommitted by a kill.
-3. List the sources and drop inputs already in the index or the rejects ledger.
-4. Execute the stages on Ray; each write task commits its own units.
-5. Write the manifest (last) and check the books: written + rejected = inputs.
+0. Check the sources (they exist, none lies inside the output) before writing anything.
+1. Take the output's lease (one writer per output, :mod:`relshard.shards.lease`); a
+   heartbeat thread keeps it fresh and it is given back at the end, also on errors.
+2. Refuse an output folder written by a different spec (mixing would corrupt it).
+3. Recover: remove temporary files and shards left uncommitted by a kill.
+4. List the sources (listing errors become rejects) and drop inputs already written or
+   rejected, except rejects picked by ``retry`` (``--retry-rejects``), which run again.
+5. Execute the stages on Ray; each write task commits its own units.
+6. Write the manifest (last) and check the books: written + rejected = inputs.
 """
 
 from __future__ import annotations
@@ -16,15 +20,20 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from relshard.errors import OutputConflictError, RejectBudgetExceeded, RelshardError
+from relshard.pipelines.driver_rejects import ListingRejectLedger
 from relshard.pipelines.sources import SourceLister
-from relshard.shards.layout import open_root
+from relshard.record import is_retryable_reason
+from relshard.shards.layout import OutputLayout, open_root
+from relshard.shards.lease import OutputLease
+from relshard.shards.ledger import RejectRow, ResumePlan, RetrySelection, plan_resume
 from relshard.shards.manifest import build_manifest, write_manifest
-from relshard.shards.recovery import done_input_keys, recover
+from relshard.shards.recovery import committed_units, recover
 from relshard.spec import PipelineSpec
 from relshard.workers.annotate.base import preflight
 from relshard.workers.annotate.registry import build_annotator
@@ -55,6 +64,14 @@ class RunSummary:
     samples_written: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     hidden_skipped: int = 0
+    dangling_symlinks: int = 0
+    symlinks_skipped: int = 0
+    other_skipped: int = 0
+    output_excluded: list[str] = field(default_factory=list)
+    lease_takeover: str | None = None
+    retry: str | None = None  # what --retry-rejects asked for ("retryable" or reasons)
+    retrying: dict[str, int] = field(default_factory=dict)  # reason -> rejects re-queued
+    retryable_left: int = 0  # rejected inputs whose latest reject is retryable
     units: int = 0
     seconds: float = 0.0
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -116,12 +133,43 @@ _LISTING_SCHEMA = pa.schema([
 ])
 
 
-def _collect_listing(lister: Iterable[InputRef],
-                     done: set[str]) -> tuple[list[pa.Table], int, int]:
+class RunRejectBudgetExceeded(RejectBudgetExceeded):
+    """:class:`RejectBudgetExceeded` that names how to run the rejected inputs again."""
+
+    def __init__(self, rejected: int, seen: int, fraction: float, retry_hint: str) -> None:
+        super().__init__(rejected, seen, fraction)
+        self.args = (rejected, seen, fraction, retry_hint)
+        self.retry_hint = retry_hint
+
+    def __str__(self) -> str:
+        share = self.rejected / max(self.seen, 1)
+        return (
+            f"{self.rejected} of {self.seen} inputs ({share:.0%}) were rejected, more than "
+            f"output.max_reject_fraction={self.fraction}; read the rejects ledger, fix the "
+            f"cause, then {self.retry_hint} (a plain re-run skips rejected inputs)."
+        )
+
+
+def new_run_id() -> str:
+    """``YYYYmmddHHMMSSmmm`` (UTC) + 4 random hex: run ids sort in start order."""
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")[:17] + uuid.uuid4().hex[:4]
+
+
+@dataclass
+class _Listing:
+    tables: list[pa.Table]
+    todo: int
+    skipped: int
+    retried_keys: set[str]
+
+
+def _collect_listing(lister: Iterable[InputRef], done: set[str],
+                     retry_keys: dict[str, RejectRow]) -> _Listing:
     """Gather the listing as Arrow chunks (compact: ~150 bytes an input), skipping done inputs."""
     tables: list[pa.Table] = []
     rows: list[tuple] = []
     todo = skipped = 0
+    retried: set[str] = set()
 
     def flush() -> None:
         if rows:
@@ -133,59 +181,101 @@ def _collect_listing(lister: Iterable[InputRef],
         if ref.input_key in done:
             skipped += 1
             continue
+        if ref.input_key in retry_keys:
+            retried.add(ref.input_key)
         rows.append((ref.input_key, ref.uri, ref.modality, ref.size,
                      json.dumps(ref.extra) if ref.extra else ""))
         todo += 1
         if len(rows) >= LISTING_CHUNK:
             flush()
     flush()
-    return tables, todo, skipped
+    return _Listing(tables, todo, skipped, retried)
 
 
 def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str | None = None,
-                 num_cpus: int | None = None) -> RunSummary:
-    """Run ``spec``; return the summary. Raises RelshardError subclasses for user errors."""
-    from relshard.pipelines import ray_cluster  # before anything imports ray
+                 num_cpus: int | None = None, retry: RetrySelection | None = None
+                 ) -> RunSummary:
+    """Run ``spec``; return the summary. Raises RelshardError subclasses for user errors.
 
+    ``retry``: re-queue the rejected inputs whose latest reject it selects
+    (``--retry-rejects``); a later write supersedes the reject in the ledger.
+    """
     started = time.monotonic()
     if output:
         spec = spec.model_copy(update={"output": spec.output.model_copy(update={"path": output})})
     if any(s.modality != "events" for s in spec.sources):
         preflight_detector(spec.detect)  # a missing model or runtime: one sentence, no work
+    lister = SourceLister(spec.sources, output=spec.output.path)
+    lister.check()  # a missing source or one inside the output: before anything is written
+    run_id = new_run_id()
+    lease = OutputLease(spec.output.path, run_id, spec.output.lease_timeout_s)
+    lease.acquire()  # creates the output folder; refuses while another run holds it
+    try:
+        lease.start_heartbeat()
+        summary = RunSummary(output=spec.output.path, run_id=run_id,
+                             lease_takeover=lease.took_over)
+        _run_leased(spec, lister, lease, summary, address, num_cpus, retry)
+    finally:
+        lease.release()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _run_leased(spec: PipelineSpec, lister: SourceLister, lease: OutputLease,
+                summary: RunSummary, address: str | None, num_cpus: int | None,
+                retry: RetrySelection | None) -> None:
+    from relshard.pipelines import ray_cluster  # before anything imports ray
+
     fs, root = open_root(spec.output.path)
-    fs.makedirs(root, exist_ok=True)
-    run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
-    summary = RunSummary(output=spec.output.path, run_id=run_id)
+    run_id = summary.run_id
     report = recover(spec.output.path)
     if report.removed:
         log.warning("recovered output: removed %d uncommitted file(s)", len(report.removed))
-    done = done_input_keys(spec.output.path)
-    if done or fs.exists(f"{root}/manifest.json"):
+    layout = OutputLayout.open(spec.output.path)
+    units = committed_units(layout)
+    plan: ResumePlan = plan_resume(layout, units, retry)
+    done = plan.done
+    if units or fs.exists(f"{root}/manifest.json"):
         _check_spec(fs, root, spec)  # a folder that holds nothing yet takes any spec
     _write_spec(fs, root, spec)
+    summary.retry = retry.describe() if retry is not None else None
+    summary.retrying = dict(plan.retrying)
+    retry_keys = plan.retry_rows
 
-    lister = SourceLister(spec.sources)
+    list_rejects = ListingRejectLedger(spec.output.path, run_id, done, spec.output.mtime)
+    lister.on_reject = list_rejects.add
     # event logs -> bucket inputs; their bad rows go straight to the rejects ledger
     row_rejects = RowRejectLedger(spec.output.path, run_id, done, spec.output.mtime)
     events = EventsExpander(spec, spec.output.path, lister, row_rejects)
-    tables, todo, skipped = _collect_listing(events, done)
+    listing = _collect_listing(events, done, retry_keys)
     row_rejects.flush()
-    summary.listed = lister.stats.listed
-    summary.hidden_skipped = lister.stats.hidden_skipped
-    summary.already_done = skipped + row_rejects.skipped
-    summary.to_process = todo + row_rejects.written
+    list_rejects.flush()
+    stats = lister.stats
+    summary.listed = stats.listed
+    summary.hidden_skipped = stats.hidden_skipped
+    summary.dangling_symlinks = stats.dangling_symlinks
+    summary.symlinks_skipped = stats.symlinks_skipped
+    summary.other_skipped = stats.other_skipped
+    summary.output_excluded = list(stats.output_excluded)
+    summary.already_done = listing.skipped + row_rejects.skipped + list_rejects.skipped
+    driver_rejected = row_rejects.written + list_rejects.written
+    summary.to_process = listing.todo + driver_rejected
     results: list[dict] = []
-    if todo:
+    if listing.todo:
         preflight(build_annotator(spec.annotate))  # server/model errors before any work
         ray_cluster.connect(address, num_cpus or spec.runtime.num_cpus)
         from relshard.pipelines import ray_backend
 
-        results = ray_backend.execute(spec, spec.output.path, run_id, tables, todo,
-                                      build_stages(spec), credit=events.summary.rows_ok,
-                                      rejected_before=row_rejects.written,
-                                      rows_per_write=events.summary.rows_per_write(spec))
+        try:
+            results = ray_backend.execute(spec, spec.output.path, run_id, listing.tables,
+                                          listing.todo, build_stages(spec),
+                                          credit=events.summary.rows_ok,
+                                          rejected_before=driver_rejected,
+                                          rows_per_write=events.summary.rows_per_write(spec))
+        except RejectBudgetExceeded as exc:
+            raise _budget_error(exc.rejected, exc.seen, exc.fraction) from None
 
-    rejected: Counter[str] = Counter(row_rejects.by_reason)
+    rejected: Counter[str] = Counter(row_rejects.by_reason) + Counter(list_rejects.by_reason)
     leaks: Counter[str] = Counter()
     for res in results:
         summary.inputs_written += res["inputs_written"]
@@ -195,16 +285,22 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
         leaks.update(res.get("leaks") or {})
     summary.rejected = dict(rejected)
     summary.leaks = dict(leaks)
-    summary.units += row_rejects.units
+    summary.units += row_rejects.units + list_rejects.units
+    # the retryable rejects left: earlier ones not retried (or retried but no longer
+    # listed) and this run's
+    unlisted = [r for k, r in retry_keys.items() if k not in listing.retried_keys]
+    summary.retryable_left = (plan.kept_retryable + sum(1 for r in unlisted if r.retryable)
+                              + sum(n for reason, n in rejected.items()
+                                    if is_retryable_reason(reason)))
     if results:
         # Every write task has ended: what is still uncommitted belongs to attempts
         # that died (a lost node, a killed worker) and was redone by their retries.
         recover(spec.output.path)
+    lease.check()  # taken over meanwhile: leave the manifest to the run that holds it
     manifest = build_manifest(spec.output.path, spec.name, spec.content_hash(),
                               extra=events.summary.manifest_extra() or None)
     write_manifest(spec.output.path, manifest)
     summary.manifest = manifest
-    summary.seconds = time.monotonic() - started
     accounted = summary.inputs_written + summary.rejected_total
     if accounted != summary.to_process:
         raise RelshardError(
@@ -214,7 +310,14 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
     seen = summary.to_process + events.summary.rows_ok  # the budget counts good event rows
     limit = spec.output.max_reject_fraction
     if seen and summary.rejected_total > limit * seen:
-        raise RejectBudgetExceeded(summary.rejected_total, seen, limit)
+        raise _budget_error(summary.rejected_total, seen, limit, reasons=rejected)
     if events.summary.logs:
         remove_work(spec.output.path)
-    return summary
+
+
+def _budget_error(rejected: int, seen: int, limit: float,
+                  reasons: Counter[str] | None = None) -> RunRejectBudgetExceeded:
+    names = sorted(r for r in (reasons or {}) if r)
+    hint = ("re-queue them with `relshard run SPEC --retry-rejects"
+            + (f" {','.join(names)}`" if names else " REASON,...`"))
+    return RunRejectBudgetExceeded(rejected, seen, limit, hint)

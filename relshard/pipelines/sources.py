@@ -7,15 +7,32 @@ in a manifest), so they are the same on every machine.
 
 Listing streams: a folder of ten million files is walked lazily and a manifest
 is read in record batches, so the driver never holds the whole listing.
+
+No input takes the listing down. Local folders are walked with symlinks followed
+once: a link to a file is an input under the link's name; a link to a folder is
+walked after the real tree, unless that folder was already walked (a loop, or a
+second way to the same files: counted in ``symlinks_skipped``); a dangling link
+is counted in ``dangling_symlinks``. What cannot be listed becomes a listing
+reject with its key (stage ``list``): ``symlink_loop`` (a link that resolves to
+itself), ``permission_denied`` (a folder that cannot be read), ``vanished`` (gone
+between the folder listing and its ``stat``).
+
+The output is never read as input: :meth:`SourceLister.check` (called before a
+run writes anything) refuses a source that lies inside the output, and the
+walk leaves out the output folder when it lies inside a source
+(``output_excluded``).
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
 import posixpath
-from collections.abc import Iterator
+import stat
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,17 +48,61 @@ MANIFEST_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".parq
 _GLOB_CHARS = set("*?[")
 
 
+LIST_STAGE = "list"
+
+
 @dataclass
 class ListingStats:
     listed: int = 0
     hidden_skipped: int = 0
     excluded: int = 0
     per_source: dict[str, int] = field(default_factory=dict)
+    dangling_symlinks: int = 0
+    symlinks_skipped: int = 0  # links to a folder that was walked already (loops included)
+    other_skipped: int = 0  # sockets, FIFOs, devices
+    output_excluded: list[str] = field(default_factory=list)  # folders left out: the output
+    rejected: Counter[str] = field(default_factory=Counter)  # listing rejects by reason
+
+
+@dataclass(frozen=True)
+class ListingReject:
+    """An entry the lister could not list: it is accounted for as a reject."""
+
+    input_key: str
+    uri: str
+    reason: str  # symlink_loop | permission_denied | vanished | unlistable
+    detail: str
+
+
+def _reason_of(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "vanished"
+    if isinstance(exc, PermissionError):
+        return "permission_denied"
+    if exc.errno == errno.ELOOP:
+        return "symlink_loop"
+    return "unlistable"
+
+
+def _real(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A comparable form of ``path``: resolved locally, without trailing '/' elsewhere."""
+    if _is_local(fs):
+        return os.path.realpath(path)
+    return fs._strip_protocol(path).rstrip("/")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
+
+
+def _protocol(fs: fsspec.AbstractFileSystem) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return "file" if protocol in ("file", "local") else protocol
 
 
 def _full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -60,38 +121,6 @@ def _keep(relpath: str, src: SourceSpec, stats: ListingStats) -> bool:
         stats.excluded += 1
         return False
     return True
-
-
-def _walk_local(root: str) -> Iterator[tuple[str, int]]:
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            continue
-        subdirs = []
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append(entry.path)
-            elif entry.is_file():
-                try:
-                    size = entry.stat().st_size
-                except OSError:
-                    size = -1  # unreadable: listed anyway, the decoder rejects it
-                yield entry.path, size
-        stack.extend(reversed(subdirs))
-
-
-def _walk(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[tuple[str, int]]:
-    if _is_local(fs):
-        yield from _walk_local(root)
-        return
-    found = fs.find(root, detail=True)
-    for path in sorted(found):
-        info = found[path]
-        if info.get("type", "file") == "file":
-            yield path, int(info.get("size") or 0)
 
 
 def _glob_root(pattern: str) -> str:
@@ -135,13 +164,63 @@ def _plain(value: Any) -> Any:
 
 
 class SourceLister:
-    """Iterates the inputs of a list of sources, checking keys for collisions."""
+    """Iterates the inputs of a list of sources, checking keys for collisions.
 
-    def __init__(self, sources: list[SourceSpec]) -> None:
+    ``output``: the run's output root, never listed (see the module doc).
+    ``on_reject``: called with each :class:`ListingReject` (default: kept in
+    :attr:`rejects`).
+    """
+
+    def __init__(self, sources: list[SourceSpec], output: str | None = None,
+                 on_reject: Callable[[ListingReject], None] | None = None) -> None:
         self.sources = sources
         self.stats = ListingStats()
         self._seen: dict[str, str] = {}
         self.current: SourceSpec | None = None
+        self.rejects: list[ListingReject] = []
+        self.on_reject = on_reject or self.rejects.append
+        self._out: tuple[str, str] | None = None  # (protocol, real path) of the output
+        self._out_id: tuple[int, int] | None = None  # of a local output, once it exists
+        if output:
+            fs, path = url_to_fs(output)
+            self._out = (_protocol(fs), _real(fs, path))
+
+    def check(self) -> None:
+        """Refuse, before any work, sources that do not exist or lie inside the output."""
+        for src in self.sources:
+            fs, path = self._open(src)
+            is_glob = bool(_GLOB_CHARS & set(src.path))
+            where = _glob_root(path) if is_glob else path
+            if not is_glob and not fs.exists(path):
+                raise SpecError(f"Source path {src.path!r} does not exist: fix sources[].path.")
+            if self._out and self._out[0] == _protocol(fs) and where and _inside(
+                    _real(fs, where), self._out[1]):
+                raise SpecError(
+                    f"Source {src.path!r} lies inside the output folder, which would read the "
+                    f"run's own shards as input; write the output somewhere else.")
+
+    def _output_here(self, path: str, st: os.stat_result) -> bool:
+        """Whether the local folder ``path`` (with its ``stat``) is the output folder."""
+        if self._out is None or self._out[0] != "file":
+            return False
+        if self._out_id is not None:
+            return (st.st_dev, st.st_ino) == self._out_id
+        return os.path.realpath(path) == self._out[1]
+
+    def _reject(self, src: SourceSpec, root: str, path: str, exc: OSError) -> None:
+        rel = posixpath.relpath(path, root) if root else path
+        parts = rel.split("/")
+        if any(p.startswith(".") for p in parts if p not in (".", "..")):
+            self.stats.hidden_skipped += 1
+            return
+        if any(fnmatch.fnmatch(rel, pat) for pat in src.exclude):
+            self.stats.excluded += 1
+            return
+        reason = _reason_of(exc)
+        self.stats.rejected[reason] += 1
+        self.on_reject(ListingReject(
+            input_key=make_input_key(rel, src.key_prefix), uri=path, reason=reason,
+            detail=f"{type(exc).__name__}: {exc.strerror or exc}"[:4000]))
 
     def __iter__(self) -> Iterator[InputRef]:
         for src in self.sources:
@@ -162,29 +241,138 @@ class SourceLister:
                 yield ref
             self.stats.per_source[src.path] = count
 
-    def _list_one(self, src: SourceSpec) -> Iterator[InputRef]:
+    @staticmethod
+    def _open(src: SourceSpec) -> tuple[fsspec.AbstractFileSystem, str]:
         try:
-            fs, path = url_to_fs(src.path)
+            return url_to_fs(src.path)
         except (ImportError, ValueError) as exc:
             raise SpecError(
                 f"Source {src.path!r} cannot be opened ({exc}); install the filesystem "
                 f"package for its protocol or fix the URI."
             ) from None
+
+    def _list_one(self, src: SourceSpec) -> Iterator[InputRef]:
+        fs, path = self._open(src)
         is_glob = bool(_GLOB_CHARS & set(src.path))
         if is_glob:
             root = _glob_root(path)
             matches = sorted(fs.glob(path))
-            files = [(m, -1) for m in matches if fs.isfile(m)]
+            files = [(m, -1) for m in matches if fs.isfile(m) and not self._in_output(fs, m)]
             yield from self._from_files(fs, root, files, src)
             return
         if not fs.exists(path):
             raise SpecError(f"Source path {src.path!r} does not exist: fix sources[].path.")
         if fs.isdir(path):
-            yield from self._from_files(fs, path, _walk(fs, path), src)
+            walk = (self._walk_local(path, src) if _is_local(fs)
+                    else self._walk_remote(fs, path))
+            yield from self._from_files(fs, path, walk, src)
         elif path.lower().endswith(MANIFEST_SUFFIXES) and src.modality != "events":
             yield from self._from_manifest(fs, path, src)
         else:  # a single media or event file
             yield from self._from_files(fs, posixpath.dirname(path), [(path, -1)], src)
+
+    def _in_output(self, fs: fsspec.AbstractFileSystem, path: str) -> bool:
+        if self._out is None or self._out[0] != _protocol(fs):
+            return False
+        if _inside(_real(fs, path), self._out[1]):
+            self._note_excluded(self._out[1])
+            return True
+        return False
+
+    def _note_excluded(self, where: str) -> None:
+        if where not in self.stats.output_excluded:
+            self.stats.output_excluded.append(where)
+
+    def _walk_remote(self, fs: fsspec.AbstractFileSystem, root: str) -> Iterator[tuple[str, int]]:
+        found = fs.find(root, detail=True)
+        for path in sorted(found):
+            info = found[path]
+            if info.get("type", "file") == "file" and not self._in_output(fs, path):
+                yield path, int(info.get("size") or 0)
+
+    def _walk_local(self, root: str, src: SourceSpec) -> Iterator[tuple[str, int]]:
+        """Files under ``root``, sorted, symlinks followed once (see the module doc)."""
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            self._reject(src, posixpath.dirname(root), root, exc)
+            return
+        visited = {(st.st_dev, st.st_ino)}
+        if self._out is not None and self._out[0] == "file" and self._out_id is None:
+            try:
+                out = os.stat(self._out[1])
+                self._out_id = (out.st_dev, out.st_ino)
+            except OSError:
+                pass  # not created yet: compared by resolved path
+        stack, deferred = [root], []  # deferred: folders reached through a symlink
+        while stack or deferred:
+            if not stack:
+                folder = deferred.pop(0)
+                try:
+                    fst = os.stat(folder)
+                except OSError as exc:
+                    self._reject(src, root, folder, exc)
+                    continue
+                if (fst.st_dev, fst.st_ino) in visited:
+                    self.stats.symlinks_skipped += 1
+                    continue
+                visited.add((fst.st_dev, fst.st_ino))
+                if self._output_here(folder, fst):
+                    self._note_excluded(folder)
+                    continue
+                stack.append(folder)
+                continue
+            folder = stack.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as exc:
+                self._reject(src, root, folder, exc)
+                continue
+            subdirs = []
+            for entry in entries:
+                try:
+                    found = self._entry(entry, visited)
+                except OSError as exc:
+                    self._reject(src, root, entry.path, exc)
+                    continue
+                kind, size = found
+                if kind == "file":
+                    yield entry.path, size
+                elif kind == "dir":
+                    subdirs.append(entry.path)
+                elif kind == "link-dir":
+                    deferred.append(entry.path)
+            stack.extend(reversed(subdirs))
+
+    def _entry(self, entry: os.DirEntry, visited: set[tuple[int, int]]) -> tuple[str, int]:
+        """What a folder entry is: ("file", size), ("dir"|"link-dir"|"skip", 0)."""
+        if entry.is_symlink():
+            try:
+                st = os.stat(entry.path)
+            except FileNotFoundError:
+                self.stats.dangling_symlinks += 1
+                return "skip", 0
+            if stat.S_ISDIR(st.st_mode):
+                return "link-dir", 0
+            if stat.S_ISREG(st.st_mode):
+                return "file", st.st_size
+            self.stats.other_skipped += 1
+            return "skip", 0
+        if entry.is_dir(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            ident = (st.st_dev, st.st_ino)
+            if self._output_here(entry.path, st):
+                self._note_excluded(entry.path)
+                return "skip", 0
+            if ident in visited:  # walked already through a symlink
+                self.stats.symlinks_skipped += 1
+                return "skip", 0
+            visited.add(ident)
+            return "dir", 0
+        if entry.is_file(follow_symlinks=False):
+            return "file", entry.stat(follow_symlinks=False).st_size
+        self.stats.other_skipped += 1
+        return "skip", 0
 
     def _from_files(self, fs: fsspec.AbstractFileSystem, root: str,
                     files: Any, src: SourceSpec) -> Iterator[InputRef]:

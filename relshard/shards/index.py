@@ -65,7 +65,11 @@ REJECTS_SCHEMA = pa.schema([
     ("detail", pa.string()),
     ("raw_output", pa.string()),
     ("attempts", pa.int32()),
+    ("retryable", pa.bool_()),
 ])
+# Rejects columns added later: older rejects files lack them; ``retryable`` is then
+# inferred from the reason (:func:`relshard.record.is_retryable_reason`).
+LATER_REJECTS_COLUMNS = ("retryable",)
 
 
 def record_columns(rec: dict[str, Any]) -> dict[str, Any]:

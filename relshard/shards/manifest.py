@@ -26,7 +26,9 @@ from typing import Any
 
 from relshard.record import SCHEMA_VERSION
 from relshard.shards.commit import write_json_atomic
+from relshard.shards.index import UnitInfo
 from relshard.shards.layout import MANIFEST_NAME, SPEC_RESOLVED_NAME, OutputLayout
+from relshard.shards.ledger import read_ledger
 from relshard.shards.recovery import committed_units
 
 WIDS_KIND = "wids-shard-index-v1"
@@ -43,6 +45,8 @@ def build_manifest(
     """The manifest of the units committed under ``root``, sorted by shard name.
 
     Units without samples count in the totals but are left out of ``shardlist``.
+    ``inputs_rejected`` counts each rejected input once, by its latest reject, and not
+    at all once a later run wrote it (a retried reject, :mod:`relshard.shards.ledger`).
     ``extra`` adds top-level keys; it may not override the manifest's own keys.
     """
     from relshard import __version__
@@ -51,7 +55,8 @@ def build_manifest(
     if clash:
         raise ValueError(f"manifest extra keys {sorted(clash)} would override manifest fields")
     layout = OutputLayout.open(root)
-    units = sorted(committed_units(layout).values(), key=lambda u: u.name)
+    by_name = committed_units(layout)
+    units = sorted(by_name.values(), key=lambda u: u.name)
     shardlist = [
         {"url": u.shard, "nsamples": u.nsamples, "filesize": u.bytes, "sha256": u.sha256}
         for u in units
@@ -62,7 +67,7 @@ def build_manifest(
         "shards": len(shardlist),
         "bytes": sum(u.bytes for u in units),
         "inputs_written": sum(u.ninputs for u in units),
-        "inputs_rejected": sum(u.nrejects for u in units),
+        "inputs_rejected": _inputs_rejected(layout, by_name),
         "units": len(units),
     }
     manifest: dict[str, Any] = {
@@ -78,6 +83,14 @@ def build_manifest(
     }
     manifest.update(extra or {})
     return manifest
+
+
+def _inputs_rejected(layout: OutputLayout, units: dict[str, UnitInfo]) -> int:
+    """Inputs rejected and not written since, each counted once (see :mod:`.ledger`)."""
+    rows = sum(u.nrejects for u in units.values())
+    if not rows:
+        return 0
+    return len(read_ledger(layout, units, later_writes_only=True).rejected)
 
 
 def write_manifest(root: str | OutputLayout, manifest: dict[str, Any]) -> None:

@@ -10,6 +10,15 @@ sample spans lazily, the first time it reads from that shard: from the unit's
 else by scanning the tar headers once. It then reads a sample as one byte range
 (``os.pread`` on local files, a ranged read through fsspec elsewhere), keeping a
 few files open.
+
+Nothing in a manifest or index is trusted. A shard URL must resolve inside the
+manifest's folder (or URL prefix): ``../x``, ``/etc/x``, ``file:///...`` or
+``http://...`` elsewhere raise :class:`ManifestError` naming the URL (the file is
+never opened) unless the caller passes ``allow_external=True``. Sample counts
+must be whole numbers that fit the shard. Index rows are checked before use: a
+row with a negative, unaligned or tiny span makes the reader scan the tar
+instead, and a span past the end of the shard file is never read (the stream
+skips that sample as ``truncated_shard``).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import json
 import logging
 import os
 import posixpath
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +37,7 @@ import fsspec
 import numpy as np
 
 from relshard.errors import RelshardError
-from relshard.training.decoding import scan_spans
+from relshard.training.decoding import BLOCK, scan_spans
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +46,36 @@ class ManifestError(RelshardError):
     """A manifest cannot be read or lists no shards."""
 
 
+MAX_SHARD_SAMPLES = 2**32  # more samples than this in one shard is not a real count
+
+
 def _is_absolute(url: str) -> bool:
     return "://" in url or url.startswith("/")
+
+
+def _location(url: str) -> tuple[str, str]:
+    """``(protocol, normalized path)`` of a URL or local path, for containment checks."""
+    protocol, path = fsspec.core.split_protocol(url)
+    if protocol in (None, "file", "local"):
+        return "file", os.path.abspath(path)
+    return protocol, posixpath.normpath("/" + path.lstrip("/"))
+
+
+def _inside(url: str, base: str) -> bool:
+    """Whether ``url`` lies inside the folder or URL prefix ``base``."""
+    (proto, path), (base_proto, folder) = _location(url), _location(base)
+    folder = folder.rstrip("/") + "/"
+    return proto == base_proto and (path + "/").startswith(folder) and path + "/" != folder
+
+
+def _count(value: Any, limit: int = MAX_SHARD_SAMPLES) -> int:
+    """A whole number in ``[0, limit)`` from a manifest field; raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(value)
+    n = int(value)
+    if not 0 <= n < limit:
+        raise ValueError(value)
+    return n
 
 
 @dataclass(frozen=True)
@@ -51,8 +89,13 @@ class Catalog:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, manifest: str | os.PathLike[str], **storage_options: Any) -> Catalog:
-        """Read ``manifest`` (a file or a folder holding ``manifest.json``)."""
+    def open(cls, manifest: str | os.PathLike[str], allow_external: bool = False,
+             **storage_options: Any) -> Catalog:
+        """Read ``manifest`` (a file or a folder holding ``manifest.json``).
+
+        ``allow_external``: accept shard URLs outside the manifest's folder (a
+        ``wids`` index of shards hosted elsewhere); refused by default.
+        """
         url = os.fspath(manifest)
         fs, path = fsspec.core.url_to_fs(url, **storage_options)
         try:
@@ -65,6 +108,8 @@ class Catalog:
             raise ManifestError(f"No manifest at {url}; run `relshard run` first.") from None
         except (OSError, ValueError) as exc:
             raise ManifestError(f"The manifest {url} cannot be read: {exc}.") from None
+        except RecursionError:
+            raise ManifestError(f"The manifest {url} cannot be read: it nests too deep.") from None
         entries = data.get("shardlist") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not entries:
             raise ManifestError(f"The manifest {url} lists no shards.")
@@ -72,12 +117,24 @@ class Catalog:
         urls, counts = [], []
         for entry in entries:
             try:
-                rel, n = str(entry["url"]), int(entry["nsamples"])
-            except (KeyError, TypeError, ValueError):
+                rel, n = entry["url"], _count(entry["nsamples"])
+                if not isinstance(rel, str) or not rel:
+                    raise TypeError(rel)
+                filesize = entry.get("filesize")
+                if filesize is not None and n > _count(filesize, 2**63) // BLOCK:
+                    raise ValueError(n)
+            except (KeyError, TypeError, ValueError, AttributeError):
                 raise ManifestError(
-                    f"The manifest {url} has a shard entry without url and nsamples: {entry!r}."
+                    f"The manifest {url} has a shard entry without a url and a plausible "
+                    f"nsamples: {str(entry)[:200]}."
                 ) from None
-            urls.append(rel if _is_absolute(rel) else posixpath.join(base, rel))
+            shard = rel if _is_absolute(rel) else posixpath.join(base, rel)
+            if not allow_external and not _inside(shard, base):
+                raise ManifestError(
+                    f"The manifest {url} lists the shard {rel[:300]!r}, which is outside its "
+                    f"folder {base!r}; it was not opened. Pass allow_external=True to read "
+                    f"shards from elsewhere.")
+            urls.append(shard)
             counts.append(n)
         return cls(url, tuple(urls), tuple(counts), "spec_hash" in data, dict(storage_options))
 
@@ -95,6 +152,16 @@ class Catalog:
         return f"{root}/index/{base[:-4]}.parquet"
 
 
+def _implausible(spans: np.ndarray) -> int:
+    """Index rows no tar can have: a negative or unaligned offset, a span under one block,
+    or spans that overlap (the rows are sorted by offset)."""
+    offsets, sizes = spans[:, 0], spans[:, 1]
+    bad = (offsets < 0) | (offsets % BLOCK != 0) | (sizes < BLOCK)
+    if len(spans) > 1:
+        bad[1:] |= offsets[1:] - offsets[:-1] < sizes[:-1]
+    return int(bad.sum())
+
+
 class ShardReader:
     """Reads sample byte spans from a catalog's shards (one per process; not thread-safe)."""
 
@@ -102,6 +169,7 @@ class ShardReader:
         self.catalog = catalog
         self.max_open = max_open
         self._spans: dict[int, np.ndarray] = {}
+        self._sizes: dict[int, int] = {}
         self._open: OrderedDict[int, Any] = OrderedDict()
         self.missing: set[int] = set()  # shards found missing: not retried
 
@@ -119,7 +187,18 @@ class ShardReader:
         """Remember that a shard's file is missing, so its other samples fail fast."""
         self.missing.add(shard)
 
+    def file_size(self, shard: int) -> int:
+        """The shard file's size in bytes (raises ``FileNotFoundError`` when it is missing)."""
+        size = self._sizes.get(shard)
+        if size is None:
+            fs, path = fsspec.core.url_to_fs(self.catalog.urls[shard],
+                                             **self.catalog.storage_options)
+            found = fs.size(path)  # None where a server does not say (HTTP without length)
+            size = self._sizes[shard] = int(found) if found is not None else sys.maxsize
+        return size
+
     def _load_spans(self, shard: int) -> np.ndarray:
+        total = self.file_size(shard)
         index = self.catalog.index_url(shard)
         if index is not None:
             import pyarrow.parquet as pq
@@ -130,16 +209,23 @@ class ShardReader:
                     table = pq.read_table(f, columns=["offset", "size"])
                 spans = np.stack([table.column("offset").to_numpy(),
                                   table.column("size").to_numpy()], axis=1).astype(np.int64)
-                return spans[np.argsort(spans[:, 0], kind="stable")]
-            except (OSError, KeyError, ValueError) as exc:
-                log.warning("index %s unusable (%s); scanning the shard instead", index, exc)
+                spans = spans.reshape(-1, 2)[np.argsort(spans[:, 0], kind="stable")]
+                bad = _implausible(spans)
+                if not bad:
+                    return spans
+                log.warning("index %s has %d implausible row(s); scanning the shard instead",
+                            index, bad)
+            except (OSError, KeyError, ValueError, TypeError, IndexError,
+                    NotImplementedError) as exc:
+                log.warning("index %s unusable (%s); scanning the shard instead", index,
+                            type(exc).__name__)
         fs, path = fsspec.core.url_to_fs(self.catalog.urls[shard], **self.catalog.storage_options)
         with fs.open(path, "rb", block_size=1 << 20, cache_type="readahead") as f:
-            spans, complete = scan_spans(f)
+            spans_list, complete = scan_spans(f)
         if not complete:
-            log.warning("shard %s ends early; it holds %d whole samples",
-                        self.catalog.urls[shard], len(spans))
-        return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+            log.warning("shard %s ends early (%d bytes); it holds %d whole samples",
+                        self.catalog.urls[shard], total, len(spans_list))
+        return np.asarray(spans_list, dtype=np.int64).reshape(-1, 2)
 
     def _handle(self, shard: int) -> Any:
         handle = self._open.get(shard)
@@ -166,7 +252,16 @@ class ShardReader:
             handle.close()
 
     def read(self, shard: int, offset: int, size: int) -> bytes:
-        """``size`` bytes at ``offset`` of a shard (fewer when the file is truncated)."""
+        """``size`` bytes at ``offset`` of a shard (fewer when the file is truncated).
+
+        Never asks for more than the file holds there (a lying index cannot make it
+        allocate more than the file's size).
+        """
+        if offset < 0 or size < 0:
+            raise ValueError(f"a negative byte range ({offset}, {size})")
+        size = max(0, min(size, self.file_size(shard) - offset))
+        if size == 0:
+            return b""
         handle = self._handle(shard)
         if isinstance(handle, int):
             return os.pread(handle, size, offset)

@@ -20,6 +20,13 @@ slots that repeat a sample under ``remainder="pad"``) and ``__skipped__`` (how
 many samples of the batch were skipped as corrupt or truncated: a skipped
 sample shortens its batch, possibly to an empty one, but never removes a batch,
 so ranks stay in step).
+
+The stream trusts neither the manifest nor the shards (see
+:mod:`relshard.training.catalog` and :mod:`relshard.training.decoding`): shard
+URLs outside the manifest's folder are refused unless ``allow_external=True``;
+a member over ``max_member_bytes`` or an image over ``max_image_pixels`` is a
+counted skip (``member_too_large``, ``image_too_large``), like any sample whose
+bytes do not parse.
 """
 
 from __future__ import annotations
@@ -36,7 +43,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from relshard.errors import RelshardError
 from relshard.training.catalog import Catalog, ShardReader
-from relshard.training.decoding import CorruptSample, ImageMode, decode_sample, split_members
+from relshard.training.decoding import (
+    MAX_IMAGE_PIXELS,
+    MAX_MEMBER_BYTES,
+    CorruptSample,
+    ImageMode,
+    decode_sample,
+    read_members,
+)
 from relshard.training.plan import PlanConfig, Remainder, locate, rank_batches, worker_batch_ids
 
 log = logging.getLogger(__name__)
@@ -84,6 +98,12 @@ class ShardStream(IterableDataset):  # type: ignore[type-arg]
         members: only these suffixes are decoded (e.g. ``["json", "jpg"]``); all by default.
         collate_fn: turns a list of sample dicts into a batch (default: dict of lists).
         storage_options: passed to fsspec (credentials come from the environment).
+        allow_external: read shards the manifest lists outside its own folder or URL
+            prefix (refused by default: a manifest is data, not a list of files to trust).
+        max_member_bytes: a member the sample needs that is bigger is never read; the
+            sample is skipped as ``member_too_large`` (default 256 MiB).
+        max_image_pixels: an image whose header claims more pixels (width x height) is
+            not decoded; the sample is skipped as ``image_too_large`` (default Pillow's).
     """
 
     def __init__(
@@ -101,9 +121,18 @@ class ShardStream(IterableDataset):  # type: ignore[type-arg]
         members: list[str] | None = None,
         collate_fn: Callable[[list[dict[str, Any]]], Batch] | None = None,
         storage_options: dict[str, Any] | None = None,
+        allow_external: bool = False,
+        max_member_bytes: int = MAX_MEMBER_BYTES,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
-        self.catalog = Catalog.open(manifest, **(storage_options or {}))
+        if max_member_bytes < 1 or max_image_pixels < 1:
+            raise RelshardError("Invalid ShardStream setting: max_member_bytes and "
+                                "max_image_pixels must be at least 1.")
+        self.catalog = Catalog.open(manifest, allow_external=allow_external,
+                                    **(storage_options or {}))
+        self.max_member_bytes = int(max_member_bytes)
+        self.max_image_pixels = int(max_image_pixels)
         self.rank, self.world_size = resolve_rank(rank, world_size)
         try:
             self.plan = PlanConfig(
@@ -225,10 +254,23 @@ class ShardStream(IterableDataset):  # type: ignore[type-arg]
                     f"the shard holds {len(spans)} readable samples, the manifest says "
                     f"{self.catalog.counts[shard]}", "truncated_shard")
             offset, size = (int(v) for v in spans[idx])
-            data = reader.read(shard, offset, size)
-            if len(data) < size:
-                raise CorruptSample("the shard ends inside the sample", "truncated_shard")
-            return decode_sample(split_members(data), self.image, self.members)
+            total = reader.file_size(shard)
+            if offset + size > total:
+                raise CorruptSample(f"the sample's bytes {offset}..{offset + size} run past the "
+                                    f"shard's end at {total}", "truncated_shard")
+            if size <= self.max_member_bytes:  # one read, parsed in memory
+                data = reader.read(shard, offset, size)
+                if len(data) < size:
+                    raise CorruptSample("the shard ends inside the sample", "truncated_shard")
+                view = memoryview(data)
+
+                def read_at(pos: int, n: int) -> bytes:
+                    return bytes(view[pos:pos + n])
+            else:  # a big sample: walk its headers, read only the members wanted
+                def read_at(pos: int, n: int) -> bytes:
+                    return reader.read(shard, offset + pos, n)
+            members = read_members(read_at, size, self.max_member_bytes, self.members)
+            return decode_sample(members, self.image, self.members, self.max_image_pixels)
         except CorruptSample as exc:
             reason, detail = exc.reason, exc.detail
         except FileNotFoundError:

@@ -95,7 +95,7 @@ def _octal(field_bytes: bytes, what: str) -> int:
     try:
         return int(text, 8)
     except ValueError:
-        raise SampleReadError(f"tar header field {what} is not a number: {text[:20]!r}") from None
+        raise SampleReadError(f"tar header field {what} is not a number") from None
 
 
 def parse_header(block: bytes) -> tuple[str, int, bytes]:

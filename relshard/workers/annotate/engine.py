@@ -32,7 +32,8 @@ import time
 from typing import Any, Protocol
 
 from relshard import __version__
-from relshard.errors import BackendError, SpecError
+from relshard.errors import BackendError, RelshardError, SpecError
+from relshard.rawtext import clip_raw_output
 from relshard.record import Provenance, Subject
 from relshard.workers.annotate import grounding as G
 from relshard.workers.annotate import parsing as P
@@ -51,8 +52,22 @@ class ChatClient(Protocol):
     async def complete(self, request: ChatRequest, schema: dict[str, Any]) -> str: ...
 
 
+class AnswerError(BackendError):
+    """A server answer that cannot be used (too large, not a completion); not retried.
+
+    ``reason`` becomes the reject's reason; ``raw`` (clipped) its ``raw_output``.
+    """
+
+    def __init__(self, message: str, reason: str = "backend_error",
+                 raw: str | None = None) -> None:
+        RelshardError.__init__(self, message, reason, raw)  # args pickle and rebuild it
+        self.message, self.retryable, self.reason = message, False, reason
+        self.raw = clip_raw_output(raw)
+
+
 class _Failed(Exception):
     def __init__(self, reason: str, detail: str, raw: str | None = None, attempts: int = 1):
+        raw = clip_raw_output(raw)  # every raw_output of a reject is bounded here
         super().__init__(reason, detail, raw, attempts)
         self.reason, self.detail, self.raw, self.attempts = reason, detail, raw, attempts
 
@@ -80,6 +95,8 @@ class AnnotationEngine:
         self.calls = 0
         self.max_active = max_active
         self.vocabulary = PredicateVocabulary.from_spec(getattr(cfg, "predicates", None))
+        self.limits = {name: int(getattr(cfg, f"max_{name}")) for name in
+                       ("attributes", "relations") if getattr(cfg, f"max_{name}", None)}
         self._predicate_list = ", ".join(sorted(self.vocabulary.words))
 
     async def annotate_all(self, samples: list[SampleDraft]
@@ -179,7 +196,8 @@ class AnnotationEngine:
         if self.cfg.on_leak == "keep":
             return [f"anonymization_leak: {leak_message(leaks)}"]
         if self.cfg.on_leak == "retry" and last is not None:
-            req = self.prompts.follow_up(last[0], last[1], "leak", leaked=leak_message(leaks))
+            req = self.prompts.follow_up(last[0], clip_raw_output(last[1]) or "", "leak",
+                                         leaked=leak_message(leaks))
             part, _, text = await self._ask_valid(req.step, req, subjects, state)
             trial = {**state, **part}
             again = self._leaks(trial)
@@ -204,7 +222,7 @@ class AnnotationEngine:
         for attempt in range(self.cfg.invalid_retries + 1):
             text = await self._call(req)
             try:
-                part = P.parse_step(step, text, self._lists_subjects(step))
+                part = P.parse_step(step, text, self._lists_subjects(step), self.limits)
                 self.vocabulary.normalize_answer(part)  # unknown predicates are invalid
                 ground = state.get(G.STATE_KEY)
                 if ground is not None and step in GROUND_STEPS:  # merge, rename references
@@ -215,7 +233,8 @@ class AnnotationEngine:
                 if attempt == self.cfg.invalid_retries:
                     raise _Failed("invalid_output", f"{step}: {err}", raw=text,
                                   attempts=attempt + 1) from None
-                req = self.prompts.follow_up(req, text, "retry", error=str(err))
+                req = self.prompts.follow_up(req, clip_raw_output(text) or "", "retry",
+                                             error=str(err))
         raise AssertionError("unreachable")
 
     async def _call(self, req: ChatRequest) -> str:
@@ -228,6 +247,8 @@ class AnnotationEngine:
             self.calls += 1
             text = await self.client.complete(
                 req, P.json_schema(req.step, self._lists_subjects(req.step)))
+        except AnswerError as err:
+            raise _Failed(err.reason, str(err), raw=err.raw) from None
         except BackendError as err:
             reason = "backend_unavailable" if err.retryable else "backend_error"
             raise _Failed(reason, str(err)) from None

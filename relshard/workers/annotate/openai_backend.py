@@ -13,6 +13,13 @@ asked prompt-only from then on.
 The API key is read from the environment variable ``api_key_env`` names; it is
 sent only in the ``Authorization`` header and is never logged, written, or kept
 in the spec.
+
+Answers are bounded: at most ``max_response_bytes`` (default 4 MiB) of a body are
+read. A longer answer is rejected as ``response_too_large`` and not retried (a
+model that rambles that far does so again; lower ``max_new_tokens`` instead), with
+the head of what was read kept as raw output. Bodies are decoded as UTF-8 with
+invalid bytes replaced, so a garbled answer still reaches the rejects ledger; a
+200 answer that is not a completion is a ``backend_error`` reject keeping its text.
 """
 
 from __future__ import annotations
@@ -27,15 +34,30 @@ import time
 from typing import Any
 
 from relshard.errors import BackendError, MissingDependencyError, SpecError
+from relshard.rawtext import RAW_OUTPUT_MAX_BYTES, decode_text, storable
 from relshard.spec import OpenAIAnnotate
 from relshard.workers.annotate.base import Annotation, AnnotationFailure
-from relshard.workers.annotate.engine import AnnotationEngine
+from relshard.workers.annotate.engine import AnnotationEngine, AnswerError
 from relshard.workers.annotate.prompts import ChatRequest
 from relshard.workers.item import SampleDraft
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 PREFLIGHT_TIMEOUT_S = 10.0
+CHUNK = 64 * 1024
+
+
+async def read_capped(resp: Any, cap: int) -> tuple[bytes, bool]:
+    """Up to ``cap`` bytes of a response body, and whether the body was longer."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in resp.content.iter_chunked(CHUNK):
+        if total + len(chunk) > cap:
+            chunks.append(chunk[:cap - total])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks), False
 
 
 def _aiohttp() -> Any:
@@ -143,8 +165,16 @@ class OpenAIClient:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         try:
             async with self._session.post(self.url, json=body, timeout=timeout) as resp:
-                text = await resp.text()
-                if resp.status == 200:
+                ok = resp.status == 200
+                cap = int(self.cfg.max_response_bytes) if ok else RAW_OUTPUT_MAX_BYTES
+                data, longer = await read_capped(resp, cap)
+                text = decode_text(data)
+                if ok:
+                    if longer:
+                        return AnswerError(
+                            f"the server's answer is longer than max_response_bytes={cap}; "
+                            f"reading stopped there (lower max_new_tokens or raise the cap)",
+                            reason="response_too_large", raw=text)
                     return _answer_text(text)
                 if (resp.status == 400 and self.structured
                         and self.cfg.structured_output == "auto" and "response_format" in text):
@@ -169,15 +199,19 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _answer_text(body: str) -> str:
+def _answer_text(body: str) -> str | AnswerError:
+    """The message content of a completion body, storable (lone surrogates replaced)."""
     try:
         data = json.loads(body)
         content = data["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise BackendError("server answered 200 without choices[0].message.content") from None
-    if isinstance(content, list):  # some servers return content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content or ""
+        if isinstance(content, list):  # some servers return content parts
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if content is not None and not isinstance(content, str):
+            raise TypeError(type(content).__name__)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+        return AnswerError("server answered 200 without choices[0].message.content",
+                           raw=body)
+    return storable(content or "")
 
 
 class OpenAIAnnotator:

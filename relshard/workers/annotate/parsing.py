@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 from pydantic import (
@@ -83,7 +83,7 @@ def extract_json(text: str) -> dict[str, Any]:
         for attempt in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
             try:
                 value = json.loads(attempt)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 continue
             if isinstance(value, dict):
                 return value
@@ -191,18 +191,29 @@ def _extract_list(text: str) -> list[Any] | None:
         for attempt in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
             try:
                 value = json.loads(attempt)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(value, list) and all(isinstance(v, dict) for v in value):
                 return value
     return None
 
 
-def parse_step(step: str, text: str, subjects: bool = False) -> dict[str, Any]:
+def check_counts(data: dict[str, Any], limits: Mapping[str, int] | None) -> None:
+    """No list field of an answer (``attributes``, ``relations``) may exceed its cap."""
+    for name, cap in (limits or {}).items():
+        items = data.get(name)
+        if isinstance(items, list) and len(items) > cap:
+            raise InvalidAnswer(f"the answer lists {len(items)} {name}, more than the {cap} "
+                                f"allowed: keep at most {cap}, the most salient")
+
+
+def parse_step(step: str, text: str, subjects: bool = False,
+               limits: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Extract and shape-check one step's answer; returns its fields as plain data.
 
     ``subjects``: the ``single`` answer may list subjects too. A ``ground`` answer may
-    be a bare JSON list of subjects.
+    be a bare JSON list of subjects. ``limits``: the most items a list field may hold
+    (``{"attributes": 64, "relations": 256}``), checked before the items are validated.
     """
     try:
         data = extract_json(text)
@@ -217,6 +228,7 @@ def parse_step(step: str, text: str, subjects: bool = False) -> dict[str, Any]:
         if listed is None and not data:
             raise InvalidAnswer("the answer holds no JSON object")
         data = {"subjects": listed or []}
+    check_counts(data, limits)
     try:
         return _step_model(step, subjects).model_validate(data).model_dump()
     except ValidationError as exc:
