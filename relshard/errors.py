@@ -76,5 +76,6 @@ class RejectBudgetExceeded(RelshardError):
         return (
             f"{self.rejected} of {self.seen} inputs ({share:.0%}) were rejected, more than "
             f"output.max_reject_fraction={self.fraction}; read the rejects ledger, fix the "
-            f"cause, and re-run to resume."
+            f"cause, and re-run (a plain re-run skips rejected inputs; --retry-rejects "
+            f"retries them)."
         )

@@ -116,7 +116,8 @@ class DecodeSpec(_Spec):
     max_image_pixels: int = Field(default=89_478_485, ge=1, description="decompression-bomb cap")
     max_file_bytes: ByteSize = Field(default=ByteSize(20 * 1024**3))
     keep_clip: bool = Field(default=False, description="also store the source clip as KEY.mp4")
-    video_threads: int = Field(default=1, ge=0, le=64, description="decord threads (VP9 needs>0)")
+    video_threads: int = Field(default=1, ge=0, le=64,
+                               description="codec threads (decord: VP9 needs>0; pyav 0: num_cpus)")
     video_backend: Literal["auto", "pyav", "decord"] = Field(
         default="auto", description="auto: the faster one by bench/decode.py, then the other; "
         "OpenCV reads what they cannot")
@@ -351,6 +352,8 @@ def parse_spec(data: Any, origin: str = "spec") -> PipelineSpec:
 def load_spec(path: str | Path) -> PipelineSpec:
     """Load a YAML spec (safe loader) from a local path."""
     p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"Spec {str(p)!r} is a folder, not a spec file: name the YAML file.")
     if not p.is_file():
         raise SpecError(f"Spec file {str(p)!r} does not exist: check the path.")
     try:

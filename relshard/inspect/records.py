@@ -100,8 +100,8 @@ def sample_records(tables: OutputTables, n: int, total: int) -> RecordFigures:
     fs = tables.layout.fs
     for shard, rows in frame.groupby("shard", sort=True):
         try:
-            f = fs.open(tables.layout.path(str(shard)), "rb")
-        except FileNotFoundError:
+            f = fs.open(tables.layout.inside(str(shard)), "rb")
+        except (FileNotFoundError, ValueError):  # gone, or a path outside the output
             unreadable += len(rows)
             continue
         with f:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,8 +190,24 @@ def _run_identity(layout: OutputLayout) -> tuple[str, str, dict[str, Any], dict[
 
 
 def repair_output(root: str | OutputLayout, **storage_options: Any) -> RepairReport:
-    """Rebuild every index file and the manifest of ``root`` from its shards."""
+    """Rebuild every index file and the manifest of ``root`` from its shards.
+
+    Holds the output's lease while it works (:mod:`relshard.shards.lease`): a repair
+    never runs beside a pipeline run writing the same output, and a run never starts
+    beside a repair (either is refused with one sentence naming the holder).
+    """
+    from relshard.shards.lease import OutputLease
+
     layout = OutputLayout.open(root, **storage_options)
+    lease = OutputLease(layout, "repair-" + time.strftime("%Y%m%d%H%M%S", time.gmtime()))
+    lease.acquire()
+    try:
+        return _repair_leased(layout)
+    finally:
+        lease.release()
+
+
+def _repair_leased(layout: OutputLayout) -> RepairReport:
     report = RepairReport()
     shard_units = {u for u in (unit_of(b, SHARD_EXT) for b in layout.listdir(SHARDS_DIR)) if u}
     reject_units = {u for u in (unit_of(b, TABLE_EXT) for b in layout.listdir(REJECTS_DIR)) if u}

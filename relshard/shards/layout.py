@@ -115,6 +115,14 @@ class OutputLayout:
         """The full path on ``fs`` of a path relative to the root."""
         return posixpath.join(self.root, relpath)
 
+    def inside(self, relpath: str) -> str:
+        """:meth:`path` of a relative path read from data (an index row, a manifest), which
+        must stay inside the root: no absolute path, no URL, no ``..`` part (ValueError)."""
+        if (not relpath or relpath.startswith(("/", "\\")) or "://" in relpath
+                or ".." in relpath.replace("\\", "/").split("/")):
+            raise ValueError(f"{relpath[:200]!r} is not a path inside the output folder")
+        return self.path(relpath)
+
     def ensure_dirs(self) -> None:
         """Create the root and its shards/, index/ and rejects/ folders (no-op on object stores)."""
         for sub in (SHARDS_DIR, INDEX_DIR, REJECTS_DIR):

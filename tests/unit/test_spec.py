@@ -74,3 +74,13 @@ def test_cli_reports_user_errors_in_one_line_with_exit_2(tmp_path, text, needle)
     assert result.exit_code == 2, result.output
     assert needle in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_spec_path_that_is_a_folder_says_so(tmp_path):
+    import pytest
+
+    from relshard.errors import SpecError
+    from relshard.spec import load_spec
+
+    with pytest.raises(SpecError, match="is a folder, not a spec file"):
+        load_spec(tmp_path)

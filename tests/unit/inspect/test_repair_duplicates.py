@@ -66,3 +66,28 @@ def test_repair_drops_a_reject_committed_after_a_write_but_keeps_retry_history(
     report = verify_output(str(out))
     assert report.ok, report.problems
     assert report.superseded_rejects == 1  # the history of 'flaky' stays
+
+
+def test_repair_holds_the_output_lease(tmp_path: Path) -> None:
+    import pytest
+
+    from relshard.shards.lease import OutputLease, OutputLockedError, read_lease
+
+    out = write_build(tmp_path / "out")
+    with OutputLease(str(out), "run-a", timeout_s=60), pytest.raises(OutputLockedError):
+        repair_output(str(out))  # a run is writing: the repair is refused
+    report = repair_output(str(out))  # free again: it runs, and lets go of the lease
+    assert report.manifest and read_lease(str(out)) is None
+
+
+def test_paths_from_data_stay_inside_the_output(tmp_path: Path) -> None:
+    import pytest
+
+    from relshard.shards.layout import OutputLayout
+
+    layout = OutputLayout.open(str(tmp_path))
+    assert layout.inside("shards/a.tar") == f"{tmp_path}/shards/a.tar"
+    for bad in ("../x.tar", "shards/../../x", "/etc/shadow", "file:///etc/shadow",
+                "http://h/x.tar", ""):
+        with pytest.raises(ValueError, match="not a path inside the output folder"):
+            layout.inside(bad)
