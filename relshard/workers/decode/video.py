@@ -1,4 +1,4 @@
-"""Video decoding: decord for the sampled frames, OpenCV as the fallback.
+"""Video decoding: PyAV or decord for the sampled frames, OpenCV as the fallback.
 
 Only sampled frames are decoded, never a whole video:
 
@@ -11,13 +11,19 @@ Only sampled frames are decoded, never a whole video:
   position among all clips, so keys are stable) and its ``time_span``.
 
 A cheap OpenCV probe (container metadata, no decoding) gives the size after
-rotation, the fps and the frame count the container declares. decord then opens
+rotation, the fps and the frame count the container declares.
+
+``decode.video_backend`` picks the reader tried first: ``pyav`` (:mod:`.video_pyav`:
+seeks to the keyframe before each sampled frame, decodes forward, converts only the
+sampled frames, at the output size), ``decord``, or ``auto``: :data:`AUTO_ORDER`, the
+faster of the two on ``bench/decode.py`` first and the other next. OpenCV comes last
+either way. decord opens
 the file with ``num_threads=decode.video_threads`` (VP9 needs it set) and, when
 the video is larger than ``max_side``, with decord's ``width``/``height`` so that
 frames are decoded straight at the reduced size; it reads each clip's frames with
 one ``get_batch``. Both decord and OpenCV apply the container's rotation.
 
-When decord cannot open the file, or fails while reading, OpenCV reads it
+When the chosen readers cannot open the file, or fail while reading, OpenCV reads it
 (seeking to distant frames, grabbing forward to near ones). OpenCV reports short
 reads on truncated files only as failed reads, so it first checks that the last
 declared frame reads; if not, it binary-searches the last readable frame. Either
@@ -27,9 +33,12 @@ holds the readable count and a warning says so. A file where no frame decodes is
 rejected: ``truncated`` when the container's own size fields point past the end
 of the file, else ``corrupt``.
 
-``keep_clip`` stores the source file as member ``mp4`` only when it is an MP4 of at
-most ``KEEP_CLIP_MAX_BYTES`` and yields a single clip (without a muxer, relshard
-cannot cut one clip out of a file); otherwise it warns and stores nothing.
+``keep_clip`` stores each clip as member ``mp4``: the source file itself when it is
+an MP4 of at most ``KEEP_CLIP_MAX_BYTES`` that yields a single clip; otherwise, when
+PyAV read the frames, the clip's own packets remuxed into an MP4 (video only, cut at
+the keyframe at or before the clip's first frame, no re-encoding, at most
+``KEEP_CLIP_MAX_BYTES``). decord and OpenCV cannot cut: they store the single-clip
+MP4 or nothing, with a warning.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from relshard.workers.decode.base import DecodedClip, DecodeError, fit_frame, fi
 from relshard.workers.decode.base import sample_indices as _segment_centres
 from relshard.workers.decode.files import LocalCopy, MediaFile
 from relshard.workers.decode.formats import declares_more_than
+from relshard.workers.decode.video_pyav import PyAVReader, ReaderFailed
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +66,10 @@ KEEP_CLIP_MAX_BYTES = 64 * 1024**2
 SEEK_GAP = 48  # OpenCV: frames closer than this are reached by grabbing, not seeking
 COUNT_TOLERANCE = 0.01  # readable may fall this far (and 1 frame) short of declared
 _DECORD_LOG_PREFIX = re.compile(r"\[[0-9:]+\] \S+:\d+: ")
+# ``video_backend: auto``: the faster reader on bench/decode.py first (see bench/README.md)
+AUTO_ORDER: tuple[str, ...] = ("pyav", "decord")
 
-
-class ReaderFailed(Exception):
-    """A frame reader could not open or read the file (the next reader is tried)."""
+__all__ = ["AUTO_ORDER", "PyAVReader", "ReaderFailed", "decode_video_media", "plan_clips"]
 
 
 @dataclass
@@ -302,20 +312,44 @@ def _truncation(reader: FrameReader, declared: int | None, warns: list[str]) -> 
     return True
 
 
-def _keep_member(job: _Job, n_clips: int, warns: list[str]) -> dict[str, bytes]:
-    if job.local.data is None:
+def _whole_file(job: _Job) -> bytes:
+    if job.local.data is not None:
+        return job.local.data
+    with open(job.local.path, "rb") as fh:
+        return fh.read(KEEP_CLIP_MAX_BYTES + 1)
+
+
+def _clip_member(job: _Job, reader: FrameReader, plan: ClipPlan, n_clips: int,
+                 warns: list[str]) -> dict[str, bytes]:
+    """The ``mp4`` member of one clip under ``keep_clip`` (warnings say why there is none)."""
+    if not job.cfg.keep_clip:
         return {}
+    fmt, size = job.media.format, job.media.size
+    if n_clips == 1 and fmt == "mp4" and size <= KEEP_CLIP_MAX_BYTES:
+        return {"mp4": _whole_file(job)}
+    if isinstance(reader, PyAVReader):
+        try:
+            return {"mp4": reader.cut(plan.start, plan.end, KEEP_CLIP_MAX_BYTES)}
+        except ReaderFailed as exc:
+            warns.append(f"keep_clip: {exc}; no mp4 member stored")
+            return {}
     if n_clips != 1:
-        warns.append(f"keep_clip: the video gives {n_clips} clips and cannot be cut "
-                     "without a muxer; no mp4 member stored")
-        return {}
-    return {"mp4": job.local.data}
+        warns.append(f"keep_clip: the video gives {n_clips} clips and {reader.name} cannot "
+                     "cut them (pyav can); no mp4 member stored")
+    elif fmt != "mp4":
+        warns.append(f"keep_clip: only MP4 files are stored by {reader.name}, this is "
+                     f"{fmt or 'unknown'}")
+    else:
+        warns.append(f"keep_clip: {size} bytes > {KEEP_CLIP_MAX_BYTES}; not stored")
+    return {}
 
 
 def _declared(job: _Job, reader: FrameReader) -> int | None:
     if isinstance(reader, OpenCVReader):
         return reader.declared
-    return job.probe.frame_count if job.probe else None
+    if job.probe and job.probe.frame_count:
+        return job.probe.frame_count
+    return getattr(reader, "declared", None)
 
 
 def _clips_from(reader: FrameReader, job: _Job) -> list[DecodedClip]:
@@ -326,7 +360,6 @@ def _clips_from(reader: FrameReader, job: _Job) -> list[DecodedClip]:
     if job.cfg.clip_seconds is not None and not fps:
         warns.append("unknown fps: the video is decoded as one clip")
     plans = plan_clips(reader.count, fps, job.cfg)
-    members = _keep_member(job, len(plans), warns)
     frame_total = declared if declared is not None else reader.count
     duration = round(frame_total / fps, 6) if fps else None
     clips = []
@@ -338,6 +371,7 @@ def _clips_from(reader: FrameReader, job: _Job) -> list[DecodedClip]:
         if len(got) < len(plan.indices):
             clip_warns.append(f"{len(plan.indices) - len(got)} of the clip's sampled frames "
                               "did not decode")
+        members = _clip_member(job, reader, plan, len(plans), clip_warns)
         src = SourceInfo(
             uri=job.media.uri, input_key=job.media.ref.input_key, modality="video",
             sha256=job.local.sha256, size=job.media.size,
@@ -361,10 +395,18 @@ def _no_frames_reason(media: MediaFile) -> str:
     return "corrupt"
 
 
+def reader_types(cfg: DecodeSpec) -> list[Any]:
+    """The readers to try, in order, for ``cfg.video_backend`` (OpenCV always last)."""
+    by_name: dict[str, Any] = {"pyav": PyAVReader, "decord": DecordReader}
+    order = AUTO_ORDER if cfg.video_backend == "auto" else (cfg.video_backend,)
+    return [by_name[name] for name in order] + [OpenCVReader]
+
+
 def _decode_local(job: _Job) -> list[DecodedClip]:
     path = ffmpeg_path(job.local.path)
     failures = []
-    for reader_type in (DecordReader, OpenCVReader):
+    for reader_type in reader_types(job.cfg):
+        reader = None
         try:
             reader = reader_type(path, job.probe, job.cfg)
             return _clips_from(reader, job)
@@ -372,25 +414,18 @@ def _decode_local(job: _Job) -> list[DecodedClip]:
             failures.append(str(exc))
             job.warnings.append(f"{exc}; trying the next reader")
             log.debug("%s: %s", job.media.uri, exc)
+        finally:
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
     raise DecodeError(_no_frames_reason(job.media), "; ".join(failures))
-
-
-def _wants_bytes(media: MediaFile, cfg: DecodeSpec, warns: list[str]) -> bool:
-    if not cfg.keep_clip:
-        return False
-    if media.format != "mp4":
-        warns.append(f"keep_clip: only MP4 files are stored, this is {media.format or 'unknown'}")
-        return False
-    if media.size > KEEP_CLIP_MAX_BYTES:
-        warns.append(f"keep_clip: {media.size} bytes > {KEEP_CLIP_MAX_BYTES}; not stored")
-        return False
-    return True
 
 
 def decode_video_media(media: MediaFile, cfg: DecodeSpec) -> list[DecodedClip]:
     """The built-in video decoder, on an opened input: one clip per planned clip."""
     warns: list[str] = []
-    keep = _wants_bytes(media, cfg, warns)
+    # the source bytes are kept while hashing when they may become the clip's member
+    keep = cfg.keep_clip and media.format == "mp4" and media.size <= KEEP_CLIP_MAX_BYTES
     with media.local(keep_bytes=keep) as local:
         probe = probe_video(ffmpeg_path(local.path))
         return _decode_local(_Job(media, local, probe, cfg, warns))

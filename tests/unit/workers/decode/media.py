@@ -110,3 +110,40 @@ def set_rotation(data: bytes, degrees: int) -> bytes:
     a, b, c, d = {90: (0, one, neg, 0), 180: (neg, 0, 0, neg), 270: (0, neg, one, 0)}[degrees]
     struct.pack_into(">9I", buf, at, a, b, 0, c, d, 0, 0, 0, 0x40000000)
     return bytes(buf)
+
+
+def write_av(path: Path, codec: str = "libx264", n: int = 100, size: tuple[int, int] = (320, 240),
+             fps: int = 10, gop: int = 12, options: dict[str, str] | None = None,
+             audio: bool = False, fmt: str | None = None,
+             draw: Callable[[int, np.ndarray], None] | None = None) -> Path:
+    """A :func:`write_video` video encoded by PyAV (codecs and containers OpenCV cannot write)."""
+    import av
+
+    half = size[0] // 2
+    with av.open(str(path), mode="w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = {"gif": "rgb8", "mjpeg": "yuvj420p"}.get(codec, "yuv420p")
+        stream.codec_context.gop_size = gop
+        if options:
+            stream.codec_context.options = options
+        sound = out.add_stream("aac", rate=16000) if audio else None
+        for i in range(n):
+            frame = np.empty((size[1], size[0], 3), np.uint8)
+            frame[:, :half], frame[:, half:] = levels(i)
+            if draw:
+                draw(i, frame)
+            video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[..., ::-1]), "rgb24")
+            out.mux(stream.encode(video))
+        out.mux(stream.encode())
+        if sound is not None:
+            samples = 16000 * n // fps
+            wave = (0.1 * np.sin(np.arange(samples) / 10.0)).astype(np.float32)[None, :]
+            chunk = 1024
+            for start in range(0, samples - chunk, chunk):
+                piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(
+                    wave[:, start:start + chunk]), format="fltp", layout="mono")
+                piece.sample_rate, piece.pts = 16000, start
+                out.mux(sound.encode(piece))
+            out.mux(sound.encode())
+    return path

@@ -1,4 +1,7 @@
-"""Video decoding: sampling, clips, reduced-size decoding, fallbacks, broken files."""
+"""Video decoding: sampling, clips, reduced-size decoding, fallbacks, broken files.
+
+Tests that take ``backend`` run with each of ``decode.video_backend`` pyav and decord.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +38,11 @@ def videos(tmp_path_factory) -> Path:
     write_video(root / "v.webm", n=40, fourcc="VP90")
     write_video(root / "wide.mp4", n=20, size=(640, 360))
     return root
+
+
+@pytest.fixture(params=["pyav", "decord"])
+def backend(request) -> str:
+    return request.param
 
 
 def frames_shown(clip) -> list[int]:
@@ -80,13 +88,13 @@ def test_plan_without_fps_is_one_clip():
 
 # -- decoding --
 
-def test_one_clip_of_uniformly_sampled_frames(videos):
-    (clip,) = decode(videos / "v.mp4", frames_per_clip=4)
+def test_one_clip_of_uniformly_sampled_frames(backend, videos):
+    (clip,) = decode(videos / "v.mp4", frames_per_clip=4, video_backend=backend)
     src = clip.source
     assert src.frame_indices == [12, 37, 62, 87]
     assert frames_shown(clip) == [12, 37, 62, 87]
     assert src.frame_times == pytest.approx([1.2, 3.7, 6.2, 8.7])
-    assert (src.modality, src.format, src.decoder, src.clip_index) == ("video", "mp4", "decord", 0)
+    assert (src.modality, src.format, src.decoder, src.clip_index) == ("video", "mp4", backend, 0)
     assert (src.width, src.height, src.frame_width, src.frame_height) == (320, 240, 320, 240)
     assert (src.fps, src.duration, src.frame_count, src.frame_count_readable) == (10, 10, 100, 100)
     assert src.time_span == pytest.approx([0, 10]) and not src.truncated
@@ -98,8 +106,8 @@ def test_one_clip_of_uniformly_sampled_frames(videos):
         assert f.flags.c_contiguous and f.flags.writeable
 
 
-def test_clips_of_clip_seconds_with_their_spans(videos):
-    clips = decode(videos / "v.mp4", clip_seconds=2.5, frames_per_clip=3)
+def test_clips_of_clip_seconds_with_their_spans(backend, videos):
+    clips = decode(videos / "v.mp4", clip_seconds=2.5, frames_per_clip=3, video_backend=backend)
     assert [c.source.clip_index for c in clips] == [0, 1, 2, 3]
     for i, clip in enumerate(clips):
         assert clip.source.time_span == pytest.approx([2.5 * i, 2.5 * i + 2.5])
@@ -108,8 +116,9 @@ def test_clips_of_clip_seconds_with_their_spans(videos):
         assert frames_shown(clip) == clip.source.frame_indices
 
 
-def test_max_clips_per_video_keeps_clips_spread_out(videos):
-    clips = decode(videos / "v.mp4", clip_seconds=1, max_clips_per_video=3, frames_per_clip=2)
+def test_max_clips_per_video_keeps_clips_spread_out(backend, videos):
+    clips = decode(videos / "v.mp4", clip_seconds=1, max_clips_per_video=3, frames_per_clip=2,
+                   video_backend=backend)
     assert [c.source.clip_index for c in clips] == [0, 4, 9]
     assert frames_shown(clips[2]) == clips[2].source.frame_indices == [92, 97]
 
@@ -123,7 +132,7 @@ def test_only_the_sampled_frames_are_decoded(videos, monkeypatch):
         return original(self, indices)
 
     monkeypatch.setattr(decord.VideoReader, "get_batch", spy)
-    decode(videos / "v.mp4", clip_seconds=5, frames_per_clip=4)
+    decode(videos / "v.mp4", clip_seconds=5, frames_per_clip=4, video_backend="decord")
     assert asked == [[6, 18, 31, 43], [56, 68, 81, 93]]
 
 
@@ -136,7 +145,8 @@ def test_large_videos_decode_at_the_reduced_size(videos, monkeypatch):
         original(self, uri, *args, **kw)
 
     monkeypatch.setattr(decord.VideoReader, "__init__", spy)
-    (clip,) = decode(videos / "wide.mp4", max_side=160, frames_per_clip=2, video_threads=2)
+    (clip,) = decode(videos / "wide.mp4", max_side=160, frames_per_clip=2, video_threads=2,
+                     video_backend="decord")
     assert sizes == [(160, 90, 2)]
     assert clip.frames[0].shape == (90, 160, 3)
     assert (clip.source.width, clip.source.height) == (640, 360)
@@ -144,19 +154,22 @@ def test_large_videos_decode_at_the_reduced_size(videos, monkeypatch):
 
 
 @pytest.mark.parametrize("threads", [0, 1])
-def test_vp9_webm(videos, threads):
-    (clip,) = decode(videos / "v.webm", frames_per_clip=4, video_threads=threads)
-    assert clip.source.format == "webm" and clip.source.decoder == "decord"
+def test_vp9_webm(backend, videos, threads):
+    (clip,) = decode(videos / "v.webm", frames_per_clip=4, video_threads=threads,
+                     video_backend=backend)
+    assert clip.source.format == "webm" and clip.source.decoder == backend
     assert frames_shown(clip) == clip.source.frame_indices == [5, 15, 25, 35]
 
 
-def test_rotated_video_is_upright(tmp_path):
+def test_rotated_video_is_upright(backend, tmp_path):
     def mark(i, frame):
         frame[:40, :80] = (0, 0, 255)  # a red block top-left (BGR)
 
     data = write_video(tmp_path / "r.mp4", n=10, draw=mark).read_bytes()
     (tmp_path / "r90.mp4").write_bytes(set_rotation(data, 90))
-    (clip,) = decode(tmp_path / "r90.mp4", frames_per_clip=1, max_side=160)
+    (clip,) = decode(tmp_path / "r90.mp4", frames_per_clip=1, max_side=160,
+                     video_backend=backend)
+    assert clip.source.decoder == backend
     assert (clip.source.width, clip.source.height) == (240, 320)
     frame = clip.frames[0]
     assert frame.shape == (160, 120, 3)
@@ -174,6 +187,7 @@ def test_opencv_reads_what_decord_cannot_open(videos, monkeypatch):
         raise ReaderFailed("decord: refused for the test")
 
     monkeypatch.setattr(video_module, "DecordReader", refuse)
+    monkeypatch.setattr(video_module, "PyAVReader", refuse)
     (clip,) = decode(videos / "v.mp4", frames_per_clip=4, max_side=160)
     src = clip.source
     assert src.decoder == "opencv" and src.frame_indices == [12, 37, 62, 87]
@@ -183,10 +197,10 @@ def test_opencv_reads_what_decord_cannot_open(videos, monkeypatch):
     assert any("refused for the test" in w for w in clip.warnings)
 
 
-def test_a_truncated_avi_is_sampled_within_its_readable_frames(videos, tmp_path):
+def test_a_truncated_avi_is_sampled_within_its_readable_frames(backend, videos, tmp_path):
     data = (videos / "v.avi").read_bytes()
     (tmp_path / "t.avi").write_bytes(data[: len(data) // 2])
-    (clip,) = decode(tmp_path / "t.avi", frames_per_clip=4)
+    (clip,) = decode(tmp_path / "t.avi", frames_per_clip=4, video_backend=backend)
     src = clip.source
     assert src.truncated and src.frame_count == 100 and 30 < src.frame_count_readable < 70
     assert max(src.frame_indices) < src.frame_count_readable
@@ -194,34 +208,35 @@ def test_a_truncated_avi_is_sampled_within_its_readable_frames(videos, tmp_path)
     assert any("readable" in w for w in clip.warnings)
 
 
-def test_a_truncated_web_mp4_is_read_by_opencv_within_its_readable_frames(videos, tmp_path):
+@pytest.mark.parametrize(("backend", "reader"), [("pyav", "pyav"), ("decord", "opencv")])
+def test_a_truncated_web_mp4_is_sampled_within_its_readable_frames(videos, tmp_path, backend,
+                                                                    reader):
     web = faststart((videos / "v.mp4").read_bytes())
     (tmp_path / "web.mp4").write_bytes(web)
-    (full,) = decode(tmp_path / "web.mp4", frames_per_clip=4)
-    assert full.source.decoder == "decord" and frames_shown(full) == [12, 37, 62, 87]
+    (full,) = decode(tmp_path / "web.mp4", frames_per_clip=4, video_backend=backend)
+    assert full.source.decoder == backend and frames_shown(full) == [12, 37, 62, 87]
     (tmp_path / "cut.mp4").write_bytes(web[: len(web) // 2])
-    (clip,) = decode(tmp_path / "cut.mp4", frames_per_clip=4)
+    (clip,) = decode(tmp_path / "cut.mp4", frames_per_clip=4, video_backend=backend)
     src = clip.source
-    assert src.decoder == "opencv" and src.truncated and src.frame_count == 100
+    assert src.decoder == reader and src.truncated and src.frame_count == 100
     assert 30 < src.frame_count_readable < 70
     assert max(src.frame_indices) < src.frame_count_readable
     assert frames_shown(clip) == src.frame_indices
 
 
-def test_an_mp4_cut_before_its_index_is_truncated(videos, tmp_path):
+def test_an_mp4_cut_before_its_index_is_truncated(backend, videos, tmp_path):
     data = (videos / "v.mp4").read_bytes()  # OpenCV writes the moov box last
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
-    assert reason_of(tmp_path / "cut.mp4") == "truncated"
+    assert reason_of(tmp_path / "cut.mp4", video_backend=backend) == "truncated"
 
 
-def test_bad_video_files(tmp_path):
+def test_bad_video_files(backend, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(3).bytes(20000))
     (tmp_path / "garbage.webm").write_bytes(b"\x00\x01garbage" * 500)
-    assert reason_of(tmp_path / "empty.mp4") == "empty_file"
-    assert reason_of(tmp_path / "noise.mp4") == "corrupt"
-    assert reason_of(tmp_path / "garbage.webm") == "corrupt"
-    assert reason_of(tmp_path / "missing.mp4") == "unreadable"
+    for name, reason in [("empty.mp4", "empty_file"), ("noise.mp4", "corrupt"),
+                         ("garbage.webm", "corrupt"), ("missing.mp4", "unreadable")]:
+        assert reason_of(tmp_path / name, video_backend=backend) == reason
 
 
 def test_file_too_large_is_checked_before_decoding(videos):
@@ -230,15 +245,16 @@ def test_file_too_large_is_checked_before_decoding(videos):
 
 # -- keep_clip and remote inputs --
 
-def test_keep_clip_stores_a_single_clip_mp4(videos):
-    (clip,) = decode(videos / "v.mp4", keep_clip=True, frames_per_clip=2)
+def test_keep_clip_stores_a_single_clip_mp4(videos, backend):
+    (clip,) = decode(videos / "v.mp4", keep_clip=True, frames_per_clip=2, video_backend=backend)
     assert clip.members == {"mp4": (videos / "v.mp4").read_bytes()}
 
 
-def test_keep_clip_skips_other_containers_and_multi_clip_videos(videos):
-    (clip,) = decode(videos / "v.webm", keep_clip=True, frames_per_clip=2)
+def test_decord_keep_clip_skips_other_containers_and_multi_clip_videos(videos):
+    (clip,) = decode(videos / "v.webm", keep_clip=True, frames_per_clip=2, video_backend="decord")
     assert clip.members == {} and any("only MP4" in w for w in clip.warnings)
-    clips = decode(videos / "v.mp4", keep_clip=True, clip_seconds=5, frames_per_clip=2)
+    clips = decode(videos / "v.mp4", keep_clip=True, clip_seconds=5, frames_per_clip=2,
+                   video_backend="decord")
     assert len(clips) == 2 and all(c.members == {} for c in clips)
     assert any("2 clips" in w for w in clips[0].warnings)
 
@@ -258,20 +274,21 @@ def test_remote_videos_are_copied_to_a_temp_file_and_removed(videos, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
-def test_mpeg4_in_a_path_with_a_colon(videos, tmp_path):
+def test_mpeg4_in_a_path_with_a_colon(backend, videos, tmp_path):
     path = tmp_path / "a:b.mp4"
     path.write_bytes((videos / "v.mp4").read_bytes())
-    (clip,) = decode(path, frames_per_clip=2)
-    assert clip.source.decoder == "decord" and clip.source.frame_count == 100
+    (clip,) = decode(path, frames_per_clip=2, video_backend=backend)
+    assert clip.source.decoder == backend and clip.source.frame_count == 100
     assert frames_shown(clip) == [25, 75]
 
 
-def test_decoded_frames_are_rgb(tmp_path):
+def test_decoded_frames_are_rgb(backend, tmp_path):
     def paint(i, frame):
         frame[:] = (255, 0, 0)  # pure blue in BGR
 
     write_video(tmp_path / "blue.mp4", n=5, draw=paint)
-    (clip,) = decode(tmp_path / "blue.mp4", frames_per_clip=1)
+    (clip,) = decode(tmp_path / "blue.mp4", frames_per_clip=1, video_backend=backend)
+    assert clip.source.decoder == backend
     r, g, b = clip.frames[0][120, 160].astype(int)
     assert b > 200 and r < 40 and g < 40
     cap = cv2.VideoCapture(str(tmp_path / "blue.mp4"))
