@@ -25,9 +25,11 @@ def train_cmd(
         help="Ray cluster address with --ray (default: a local Ray).")] = None,
     workers: Annotated[int, typer.Option(help="Ray Train workers with --ray.")] = 1,
     use_gpu: Annotated[bool, typer.Option(help="GPU workers with --ray.")] = False,
+    cpus_per_worker: Annotated[float | None, typer.Option(
+        help="CPUs each Ray Train worker reserves (default 1); leave some for reading.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train the subject-attribute binding model from shards; re-run to resume."""
+    """Train the binding or Hawkes model from shards (locally or on Ray); re-run to resume."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     try:
         from relshard.training.trainer import load_train_config, mean_loss, train
@@ -41,7 +43,8 @@ def train_cmd(
 
             started = ray_cluster.connect(address)
             try:
-                result = train_ray(cfg, num_workers=workers, use_gpu=use_gpu)
+                result = train_ray(cfg, num_workers=workers, use_gpu=use_gpu,
+                                  cpus_per_worker=cpus_per_worker)
             finally:
                 if started:
                     ray_cluster.shutdown()

@@ -93,3 +93,31 @@ def evaluate_events(checkpoint: str, manifest: str, batch_size: int = 64) -> dic
     n = max(events, 1.0)
     return {"events": int(events), "type_accuracy": correct / n, "nll_per_event": -ll / n,
             "log1p_time_rmse": (time_err / n) ** 0.5}
+
+
+@torch.no_grad()
+def event_window_terms(checkpoint: str, windows: list[tuple[Any, Any]], batch_size: int = 64
+                       ) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Per window (with at least 2 events): ``ll``, ``events``, ``correct``, ``time_err``.
+
+    ``windows`` are ``(times, types)`` numpy arrays; returns the checkpoint's config and
+    the terms (in the model's time unit, ``hawkes.time_scale`` seconds).
+    """
+    from relshard.training.models.hawkes import EventCollate
+    from relshard.training.trainer import TrainConfig, make_model
+
+    state = load_checkpoint(checkpoint)
+    cfg = TrainConfig.model_validate({**state["config"], "data": "-"})
+    if cfg.task != "hawkes":
+        raise RelshardError(f"{checkpoint} is a {cfg.task} checkpoint, not a Hawkes model.")
+    model = make_model(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    collate = EventCollate(cfg.hawkes)
+    out: dict[str, list[float]] = {"ll": [], "events": [], "correct": [], "time_err": []}
+    for lo in range(0, len(windows), batch_size):
+        batch = collate([{"times.npy": t, "types.npy": k} for t, k in windows[lo:lo + batch_size]])
+        for bucket in batch["buckets"]:
+            for name, value in model.bucket_rows(bucket).items():
+                out[name].extend(float(v) for v in value)
+    return state["config"], out

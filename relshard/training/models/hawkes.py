@@ -117,8 +117,8 @@ class HawkesModel(nn.Module):
         decay = torch.exp(-gamma[:, :, None, :] * elapsed[..., None])
         return F.softplus(mu[:, :, None, :] + (eta - mu)[:, :, None, :] * decay) + 1e-6
 
-    def bucket_terms(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Log-likelihood sum, event count, correct next types and time error of a bucket."""
+    def bucket_rows(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per window (row) of a bucket: log-likelihood, events, correct types, time error."""
         types, times, mask = b["types"], b["times"], b["mask"]
         length = types.shape[1]
         x = self.embed(types) + time_encoding(times, self.cfg.dim)
@@ -132,11 +132,15 @@ class HawkesModel(nn.Module):
         m = self.cfg.integration_points
         frac = (torch.arange(m, device=x.device) + 0.5) / m
         mids = self._intensity(h, dt[..., None] * frac).sum(-1).mean(-1) * dt
-        ll = ((log_event - mids) * nxt).sum()
-        correct = ((at_next.argmax(-1) == target) & nxt).sum()
+        ll = ((log_event - mids) * nxt).sum(1)
+        correct = ((at_next.argmax(-1) == target) & nxt).sum(1)
         pred_dt = F.softplus(self.next_time(h).squeeze(-1))
-        time_err = (((torch.log1p(pred_dt) - torch.log1p(dt)) ** 2) * nxt).sum()
-        return {"ll": ll, "events": nxt.sum(), "correct": correct, "time_err": time_err}
+        time_err = (((torch.log1p(pred_dt) - torch.log1p(dt)) ** 2) * nxt).sum(1)
+        return {"ll": ll, "events": nxt.sum(1), "correct": correct, "time_err": time_err}
+
+    def bucket_terms(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Log-likelihood sum, event count, correct next types and time error of a bucket."""
+        return {name: value.sum() for name, value in self.bucket_rows(b).items()}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Sums of the bucket terms over all buckets of a batch (one call, DDP-friendly)."""

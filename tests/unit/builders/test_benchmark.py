@@ -41,7 +41,7 @@ def test_splits_keep_sources_and_duplicates_together_and_stratify() -> None:
     assert splits == assign_splits(rows, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=1)
     assert splits != assign_splits(rows, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=2)
     leaky = {"train": [0], "test": [1]}  # two clips of one video
-    with pytest.raises(ValueError, match="uri videos/v0.mp4"):
+    with pytest.raises(ValueError, match="(uri videos/v0.mp4|sha256 h0) is in both"):
         check_no_leak(rows, leaky)
 
 
@@ -65,6 +65,23 @@ def test_build_benchmark_writes_streamable_splits(tmp_path: Path) -> None:
         total += info["samples"]
         assert all(len(s["sha256"]) == 64 for s in info["shards"])
     assert total == 120
+    runner = CliRunner()
+    for name in bench["splits"]:  # every split is an ordinary output folder
+        folder = str(tmp_path / "bench" / name)
+        res = runner.invoke(app, ["verify", folder])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(app, ["stats", folder, "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["samples"] == bench["splits"][name]["samples"]
+        index = list((tmp_path / "bench" / name / "index").glob("*.parquet"))
+        assert index and not list((tmp_path / "bench" / name / "shards").glob(".*"))
+    card = (tmp_path / "bench" / "README.md").read_text()
+    for text in ("## Splits", "## Leak checks", "near_duplicate", "seed 3", "relshard 0.1.0",
+                 "wears"):
+        assert text in card
+    rules = {r["rule"]: r for r in saved["grouping"]["rules"]}
+    assert rules["sha256"]["merged"] == 60 + 10 and rules["uri"]["merged"] == 0  # sha first
+    assert all(c["crossing"] == 0 for c in saved["leak_checks"].values())
     with pytest.raises(BenchmarkError, match="already holds"):
         build_benchmark(str(out), str(tmp_path / "bench"))
 
@@ -72,9 +89,18 @@ def test_build_benchmark_writes_streamable_splits(tmp_path: Path) -> None:
 def test_metrics_score_perfect_wrong_and_partial_predictions(tmp_path: Path) -> None:
     out = make_relational_output(tmp_path / "run", corpus()[:40]).parent
     build_benchmark(str(out), str(tmp_path / "b"), fractions={"train": 0, "val": 0, "test": 1})
-    gold = evaluate_benchmark(str(tmp_path / "b"), "gold")
+    gold = evaluate_benchmark(str(tmp_path / "b"), "gold", replicates=200)
     assert gold["binding_accuracy"] == 1.0 and gold["relations"]["f1"] == 1.0
     assert gold["placeholder_validity"] == 1.0
+    assert set(gold["systems"]) == {"gold", "containment", "majority"}
+    rule = gold["systems"]["containment"]  # attributes lie inside their owner's box here,
+    assert rule["binding_accuracy"] > 0.85  # wrong only where two boxes overlap
+    assert rule["binding_accuracy_ci"][0] <= rule["binding_accuracy"] <= 1.0
+    major = gold["systems"]["majority"]
+    lo, hi = major["binding_accuracy_ci"]
+    assert lo <= major["binding_accuracy"] <= hi and hi - lo > 0.01
+    assert set(major["strata"]) == {"0", "1", "2", "3"}
+    assert major["strata"]["1"]["binding_accuracy"] == 1.0  # one subject: S1 is right
     records = split_records(str(tmp_path / "b"), "test")
     swapped = {}  # bind every attribute to S1: right only where S1 is the true subject
     for key, rec in records.items():

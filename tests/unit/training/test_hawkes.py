@@ -11,10 +11,15 @@ import yaml
 from typer.testing import CliRunner
 
 from relshard.builders.benchmark import build_benchmark
+from relshard.builders.evaluate import evaluate_benchmark
 from relshard.cli import app
 from relshard.training.models.hawkes import EventCollate, HawkesConfig
 from relshard.training.trainer import TrainConfig, train
-from tests.unit.training.shardgen import event_window, make_event_output
+from tests.unit.training.shardgen import (
+    event_window,
+    make_event_output,
+    make_planted_event_output,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +81,21 @@ def test_cli_train_hawkes_and_evaluate_events(events: Path, tmp_path: Path) -> N
     windows = 3 * 8
     assert metrics["events"] > windows * 3  # every window of the test split, scored once
     assert metrics["type_accuracy"] > 0.9 and np.isfinite(metrics["nll_per_event"])
+
+
+def test_hawkes_model_beats_the_poisson_baseline_on_a_planted_process(tmp_path: Path) -> None:
+    run = make_planted_event_output(tmp_path / "run", sequences=6, horizon=400.0).parent
+    bench = tmp_path / "b"
+    build_benchmark(str(run), str(bench), fractions={"train": 0.7, "val": 0, "test": 0.3},
+                    min_per_split=0)
+    train(config(bench / "train", tmp_path / "c", epochs=6, hawkes={"num_types": 3, "dim": 16,
+                                                                     "layers": 1}))
+    res = evaluate_benchmark(str(bench), str(tmp_path / "c" / "latest.pt"), "test",
+                             replicates=200)
+    model, poisson = res["systems"]["model"], res["systems"]["poisson"]
+    hawkes = res["systems"]["hawkes"]  # the planted model's own family, fitted to train
+    assert model["events"] == poisson["events"] == hawkes["events"] > 500
+    assert model["nll_per_event"] < poisson["nll_per_event"] - 0.2, (model, poisson)
+    assert hawkes["nll_per_event"] < poisson["nll_per_event"]
+    lo, hi = model["nll_per_event_ci"]
+    assert lo <= model["nll_per_event"] <= hi

@@ -11,10 +11,11 @@ import yaml
 from typer.testing import CliRunner
 
 from relshard.builders.benchmark import build_benchmark
+from relshard.builders.evaluate import evaluate_benchmark
 from relshard.cli import app
 from relshard.training.models.binding import relation_mask
 from relshard.training.trainer import TrainConfig, TrainConfigError, load_train_config, train
-from tests.unit.training.shardgen import make_relational_output
+from tests.unit.training.shardgen import make_hard_binding_output, make_relational_output
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +84,20 @@ def test_cli_train_and_evaluate_a_checkpoint(run_dir: Path, tmp_path: Path) -> N
         load_train_config(bad)
     res = runner.invoke(app, ["train", str(bad)])
     assert res.exit_code == 2 and "invalid" in res.output
+
+
+def test_model_beats_the_containment_rule_where_the_rule_is_wrong(tmp_path: Path) -> None:
+    """Bags stick into the right neighbour's box, dogs into the left one's, distractors lie
+    anywhere: the fixed rule is wrong for many attributes, the model must not be."""
+    run = make_hard_binding_output(tmp_path / "run", 400).parent
+    bench = tmp_path / "b"
+    build_benchmark(str(run), str(bench), fractions={"train": 0.8, "val": 0, "test": 0.2},
+                    near_duplicates=False, min_per_split=0)
+    train(config(bench / "train", tmp_path / "c", epochs=8, batch_size=32))
+    res = evaluate_benchmark(str(bench), str(tmp_path / "c" / "latest.pt"), "test",
+                             replicates=200)
+    model, rule = res["systems"]["model"], res["systems"]["containment"]
+    assert rule["binding_accuracy"] < 0.75  # the data really defeats the rule
+    assert model["binding_accuracy"] > rule["binding_accuracy"] + 0.2, (model, rule)
+    assert model["binding_accuracy_ci"][0] > rule["binding_accuracy_ci"][1]
+    assert model["binding_accuracy"] > res["systems"]["majority"]["binding_accuracy"]
