@@ -226,7 +226,10 @@ def show(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``stats``, ``verify`` and ``show`` to ``app``."""
+    """Add ``stats``, ``verify``, ``show`` and ``export`` to ``app``."""
+    from relshard.inspect.export_cli import export
+
     app.command()(stats)
     app.command()(verify)
     app.command()(show)
+    app.command()(export)
