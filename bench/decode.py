@@ -39,9 +39,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from relshard.shards.item import InputRef  # noqa: E402
 from relshard.spec import DecodeSpec  # noqa: E402
 from relshard.workers.decode import decode_input  # noqa: E402
-from relshard.workers.item import InputRef  # noqa: E402
 
 ROUNDS = 5
 
@@ -173,7 +173,7 @@ import json, resource, sys, time
 sys.path.insert(0, {repo!r})
 from relshard.spec import DecodeSpec
 from relshard.workers.decode import decode_input
-from relshard.workers.item import InputRef
+from relshard.shards.item import InputRef
 import decord, cv2, PIL.Image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()

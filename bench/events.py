@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from relshard.workers.relations.simulate import simulate_hawkes
+from relshard.events.simulate import simulate_hawkes
 
 MU = np.array([0.02, 0.02, 0.01, 0.01])
 ALPHA = np.array([[0.0, 0.5, 0.0, 0.0], [0.0, 0.2, 0.1, 0.0], [0.0, 0.0, 0.0, 0.3],

@@ -8,7 +8,7 @@ more units), a rejects ledger and a manifest.
 Then, in fresh child processes of this script (so that each peak RSS is its own),
 it runs:
 
-- ``relshard``: :func:`relshard.inspect.stats.compute_stats` (dask, out of core;
+- ``relshard``: :func:`relshard.report.stats.compute_stats` (dask, out of core;
   ``records=0``: the generated shards are not real tars);
 - ``pandas``: ``pd.read_parquet`` of the same columns, then the same figures
   (value counts per column, per-shard count and bytes, rejects by stage/reason).
@@ -108,7 +108,7 @@ def generate(root: Path, rows: int, per: int) -> None:
 
 
 def figures_relshard(root: str) -> dict:
-    from relshard.inspect.stats import compute_stats
+    from relshard.report.stats import compute_stats
 
     s = compute_stats(root, records=0)
     return {"samples": s.samples, "shards": s.shards, "modality": s.modality,
@@ -121,7 +121,7 @@ def figures_pandas(root: str) -> dict:
     """The same figures the plain way: load the columns into one DataFrame."""
     import pandas as pd
 
-    from relshard.inspect.tables import STATS_INDEX_COLUMNS
+    from relshard.report.tables import STATS_INDEX_COLUMNS
 
     df = pd.read_parquet(Path(root) / "index", columns=STATS_INDEX_COLUMNS)
     rej = pd.read_parquet(Path(root) / "rejects", columns=["stage", "reason"])
@@ -145,7 +145,7 @@ def child(which: str, root: str) -> None:
     if which == "relshard":  # imports are not what is measured
         import dask.dataframe  # noqa: F401
 
-        import relshard.inspect.stats  # noqa: F401
+        import relshard.report.stats  # noqa: F401
     else:
         import pandas  # noqa: F401
     fn = figures_relshard if which == "relshard" else figures_pandas

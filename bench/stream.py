@@ -39,7 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from relshard.training.decoding import decode_member, scan_spans
+from relshard.shards.decoding import decode_member
+from relshard.shards.tarread import scan_spans
 
 
 def build(root: Path, samples: int, per_shard: int, size: int, index: bool) -> Path:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from relshard.record import Provenance, SourceInfo, Subject
 from relshard.shards import ShardWriter
+from relshard.shards.item import Frame, InputRef, SampleDraft, WorkItem
 from relshard.shards.members import item_members
 from relshard.shards.tarwriter import TarWriter
-from relshard.workers.item import Frame, InputRef, SampleDraft, WorkItem
 
 PROV = Provenance(backend="heuristic", model=None, relshard_version="0.1.0")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relshard.workers.relations.simulate import simulate_hawkes
+from relshard.events.simulate import simulate_hawkes
 
 OUT = Path(__file__).resolve().parent / "events" / "quakes.csv.gz"
 TYPES = ["M3", "M4", "M5", "M6"]

@@ -24,7 +24,7 @@ from relshard import __version__
 from relshard.builders.commands import register as register_builder_commands
 from relshard.cluster.commands import jobs_app, submit
 from relshard.errors import RejectBudgetExceeded, RelshardError, SpecError
-from relshard.inspect.commands import register as register_inspect_commands
+from relshard.report.commands import register as register_inspect_commands
 from relshard.training.commands import register as register_training_commands
 
 app = typer.Typer(

@@ -248,7 +248,13 @@ def _prompt_can_ground(version: str) -> bool:
 class OpenAIAnnotate(_ModelAnnotate):
     """Any OpenAI-compatible chat-completions server with image input."""
 
+    SCHEDULING_FIELDS: ClassVar[tuple[str, ...]] = (
+        *_ModelAnnotate.SCHEDULING_FIELDS, "client", "retry_after_max_s")
+
     backend: Literal["openai"]
+    client: Literal["aiohttp", "sdk"] = Field(
+        default="aiohttp", description="HTTP client: the hand-written aiohttp client, or the "
+        "official openai SDK (AsyncOpenAI; 1.4-1.8x the client CPU per request, bench/README)")
     base_url: str = Field(pattern=r"^https?://")
     model: str = Field(min_length=1)
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -257,6 +263,9 @@ class OpenAIAnnotate(_ModelAnnotate):
     max_retries: int = Field(default=5, ge=0, le=20, description="on 429/5xx/timeout/reset")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay (full jitter)")
     backoff_max_s: float = Field(default=30.0, gt=0)
+    retry_after_max_s: float = Field(
+        default=300.0, ge=0, description="a server's Retry-After (seconds or HTTP date) is "
+        "waited out up to this long; a longer one fails the request (backend_unavailable)")
     structured_output: Literal["auto", "json_schema", "none"] = "auto"
     preflight: bool = Field(default=True, description="check server and model before the run")
     max_response_bytes: ByteSize = Field(

@@ -16,7 +16,7 @@ after its first, given the window's history):
 - ``poisson``: a homogeneous Poisson process per type, rates fitted on the
   training split (events per second of observed window time);
 - ``hawkes``: one exponential multivariate Hawkes process fitted to the whole
-  training split (:func:`relshard.workers.relations.hawkes.fit_hawkes`).
+  training split (:func:`relshard.events.hawkes_fit.fit_hawkes`).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def hawkes_terms(window: Window, mu: np.ndarray, alpha: np.ndarray, beta: float
 
 def fit_whole_log(windows: list[Window], k_types: int) -> tuple[np.ndarray, np.ndarray, float]:
     """``(mu, alpha, beta)`` of one Hawkes process fitted to all training windows."""
-    from relshard.workers.relations.hawkes import fit_hawkes
+    from relshard.events.hawkes_fit import fit_hawkes
 
     seqs = [(t, u) for t, u in windows if len(t) >= 2]
     fit = fit_hawkes(seqs, k_types)

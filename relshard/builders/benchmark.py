@@ -52,9 +52,9 @@ from relshard.builders.splits import (
 from relshard.record import Attribute, Provenance, Relation, SourceInfo, Subject
 from relshard.shards import OutputLayout, ShardWriter, build_manifest, read_manifest
 from relshard.shards.commit import write_bytes_atomic, write_json_atomic
+from relshard.shards.item import Frame, InputRef, SampleDraft, WorkItem
 from relshard.shards.layout import MANIFEST_NAME
 from relshard.shards.members import describe_validation_error
-from relshard.workers.item import Frame, InputRef, SampleDraft, WorkItem
 
 __all__ = ["BENCH_KIND", "BENCH_NAME", "BenchmarkError", "BenchmarkOptions", "build_benchmark"]
 

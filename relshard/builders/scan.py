@@ -2,7 +2,7 @@
 
 Samples are read through the index's byte ranges (``shard``, ``offset``,
 ``size``), in shard order, one sample in memory at a time; a sample's byte range
-is a run of whole tar members, parsed with :mod:`tarfile`. :func:`scan_samples`
+is a run of whole tar members, parsed by :mod:`relshard.shards.tarread`. :func:`scan_samples`
 is the one pass over the media that a benchmark makes before writing its splits:
 per sample it keeps only what the splitter and the benchmark card need (the
 sequence and time span of an event window, predicates and attribute categories,
@@ -15,7 +15,6 @@ import io
 import json
 import posixpath
 import sys
-import tarfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from relshard.builders.phash import frame_phashes
 from relshard.builders.splits import SampleRow
 from relshard.errors import RelshardError
 from relshard.shards.layout import OutputLayout, index_relpath
+from relshard.shards.tarread import CorruptSample, split_members
 
 COLUMNS = ["key", "input_key", "uri", "sha256", "n_subjects", "shard", "offset", "size",
            "modality"]
@@ -53,17 +53,17 @@ def read_index(layout: OutputLayout, manifest: dict[str, Any]) -> list[dict[str,
 
 
 def parse_members(data: bytes) -> dict[str, bytes]:
-    """A sample's tar bytes to ``{suffix: bytes}`` (the suffix is what follows the key's dot)."""
+    """A sample's tar bytes to ``{suffix: bytes}`` (the suffix is what follows the key's dot).
+
+    Parsed by the shard format's one tar reader (:mod:`relshard.shards.tarread`);
+    raises :class:`~relshard.shards.tarread.CorruptSample` on a bad span.
+    """
     out: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = posixpath.basename(member.name)
-            if "." not in base:
-                continue
-            handle = tar.extractfile(member)
-            out[base.split(".", 1)[1]] = handle.read() if handle else b""
+    for name, value in split_members(data):
+        base = posixpath.basename(name)
+        if "." not in base:
+            continue
+        out[base.split(".", 1)[1]] = value
     return out
 
 
@@ -80,7 +80,7 @@ class SampleReader:
             if len(self._handles) >= 8:
                 self.close()
             src = self._handles[row["shard"]] = self.layout.fs.open(
-                self.layout.path(row["shard"]), "rb")
+                self.layout.inside(row["shard"]), "rb")
         src.seek(row["offset"])
         data = src.read(row["size"])
         if len(data) != row["size"]:
@@ -88,7 +88,7 @@ class SampleReader:
                                  "run `relshard verify --repair` on the output first.")
         try:
             return parse_members(data)
-        except tarfile.TarError as exc:
+        except CorruptSample as exc:
             raise BenchmarkError(f"Sample {row['key']} in {row['shard']} is not a readable tar "
                                  f"range ({exc}); run `relshard verify` on the output.") from None
 

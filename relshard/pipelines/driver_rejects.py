@@ -13,8 +13,8 @@ from collections import Counter
 
 from relshard.pipelines.sources import LIST_STAGE, ListingReject
 from relshard.record import Reject
+from relshard.shards.item import InputRef, WorkItem
 from relshard.shards.writer import ShardWriter
-from relshard.workers.item import InputRef, WorkItem
 
 BATCH = 50_000
 

@@ -20,8 +20,8 @@ import ray
 from relshard.errors import RejectBudgetExceeded, RelshardError
 from relshard.pipelines.gc_pause import gc_paused
 from relshard.pipelines.ray_datasink import ShardDatasink, start_monitor
+from relshard.shards.item import InputRef, WorkItem
 from relshard.spec import PipelineSpec, Resources
-from relshard.workers.item import InputRef, WorkItem
 from relshard.workers.stage import Stage
 
 MAX_BLOCKS = 100_000

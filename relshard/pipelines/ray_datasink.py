@@ -19,9 +19,9 @@ from ray.data.block import Block, BlockAccessor
 
 from relshard.errors import RejectBudgetExceeded
 from relshard.pipelines.gc_pause import gc_paused
+from relshard.shards.item import WorkItem
 from relshard.shards.writer import ShardWriter
 from relshard.spec import OutputSpec
-from relshard.workers.item import WorkItem
 
 REPORT_EVERY = 32
 log = logging.getLogger(__name__)

@@ -26,9 +26,13 @@ from typing import Any
 import pyarrow as pa
 
 from relshard.errors import OutputConflictError, RejectBudgetExceeded, RelshardError
+from relshard.events.expander import EventsExpander, remove_work
+from relshard.events.row_rejects import RowRejectLedger
+from relshard.events.stage import EventsStage, SkipEvents
 from relshard.pipelines.driver_rejects import ListingRejectLedger
 from relshard.pipelines.sources import SourceLister
 from relshard.record import is_retryable_reason
+from relshard.shards.item import InputRef
 from relshard.shards.layout import OutputLayout, open_root
 from relshard.shards.lease import OutputLease
 from relshard.shards.ledger import RejectRow, ResumePlan, RetrySelection, plan_resume
@@ -38,11 +42,7 @@ from relshard.spec import PipelineSpec
 from relshard.workers.annotate.base import preflight
 from relshard.workers.annotate.registry import build_annotator
 from relshard.workers.annotate.stage import AnnotateStage
-from relshard.workers.decode.events.listing import EventsExpander, remove_work
-from relshard.workers.decode.events.row_rejects import RowRejectLedger
-from relshard.workers.decode.events.stage import EventsStage, SkipEvents
 from relshard.workers.detect.backends import preflight_detector
-from relshard.workers.item import InputRef
 from relshard.workers.media import MediaStage
 from relshard.workers.stage import Stage
 

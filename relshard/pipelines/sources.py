@@ -41,8 +41,9 @@ from fsspec.core import url_to_fs
 
 from relshard.errors import SpecError
 from relshard.record import make_input_key
+from relshard.shards.item import InputRef
+from relshard.shards.layout import is_local
 from relshard.spec import SourceSpec
-from relshard.workers.item import InputRef
 
 MANIFEST_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".parquet")
 _GLOB_CHARS = set("*?[")
@@ -86,7 +87,7 @@ def _reason_of(exc: OSError) -> str:
 
 def _real(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A comparable form of ``path``: resolved locally, without trailing '/' elsewhere."""
-    if _is_local(fs):
+    if is_local(fs):
         return os.path.realpath(path)
     return fs._strip_protocol(path).rstrip("/")
 
@@ -95,18 +96,14 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
-
-
 def _protocol(fs: fsspec.AbstractFileSystem) -> str:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return "file" if protocol in ("file", "local") else protocol
+    if is_local(fs):
+        return "file"
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
 def _full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    return path if _is_local(fs) else fs.unstrip_protocol(path)
+    return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
 def _keep(relpath: str, src: SourceSpec, stats: ListingStats) -> bool:
@@ -263,7 +260,7 @@ class SourceLister:
         if not fs.exists(path):
             raise SpecError(f"Source path {src.path!r} does not exist: fix sources[].path.")
         if fs.isdir(path):
-            walk = (self._walk_local(path, src) if _is_local(fs)
+            walk = (self._walk_local(path, src) if is_local(fs)
                     else self._walk_remote(fs, path))
             yield from self._from_files(fs, path, walk, src)
         elif path.lower().endswith(MANIFEST_SUFFIXES) and src.modality != "events":

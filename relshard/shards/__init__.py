@@ -1,8 +1,14 @@
-"""Shard writing: tar shards, parquet index and rejects, commit protocol, recovery, manifest.
+"""The shard format, both directions: layout, tar writing and the one tar reader, parquet
+index and rejects, commit protocol, recovery, manifest, and the items stages hand the writer.
 
 The public entry points are :class:`ShardWriter` (one per write task),
 :func:`recover` and :func:`done_input_keys` (before a run or resume), and
 :func:`build_manifest` / :func:`write_manifest` (after all units are committed).
+Modules: :mod:`.layout` (paths, :func:`~relshard.shards.layout.is_local`),
+:mod:`.item` (WorkItem, the data model between stages), :mod:`.members` and
+:mod:`.tarwriter` (writing), :mod:`.tarread` (the one reader: headers, PAX,
+spans) and :mod:`.decoding` (member values), :mod:`.index`, :mod:`.ledger`,
+:mod:`.manifest`, :mod:`.commit`, :mod:`.lease`, :mod:`.recovery`.
 """
 
 from relshard.shards.index import UnitInfo

@@ -25,6 +25,7 @@ from typing import Any
 
 import fsspec
 from fsspec import AbstractFileSystem
+from fsspec.core import split_protocol
 from fsspec.implementations.local import LocalFileSystem
 
 SHARDS_DIR = "shards"
@@ -84,6 +85,22 @@ def unit_of(basename: str, ext: str) -> str | None:
     return unit if UNIT_RE.match(unit) else None
 
 
+def is_local(fs_or_url: AbstractFileSystem | str) -> bool:
+    """True when a filesystem, or the one a URL or path names, is the local disk.
+
+    A plain path and a ``file://`` (or ``local://``) URL are local; any other
+    ``PROTOCOL://`` is not. The one answer to "is this local?" in the package.
+    """
+    if isinstance(fs_or_url, AbstractFileSystem):
+        if isinstance(fs_or_url, LocalFileSystem):
+            return True
+        protocol = fs_or_url.protocol
+        protocol = protocol if isinstance(protocol, str) else protocol[0]
+        return protocol in ("file", "local")
+    protocol, _ = split_protocol(str(fs_or_url))
+    return protocol in (None, "file", "local")
+
+
 def open_root(root: str, **storage_options: Any) -> tuple[AbstractFileSystem, str]:
     """The filesystem and path of an output root given as a local path or fsspec URL."""
     layout = OutputLayout.open(root, **storage_options)
@@ -109,7 +126,7 @@ class OutputLayout:
     @property
     def is_local(self) -> bool:
         """True on a local filesystem, where renames are atomic."""
-        return isinstance(self.fs, LocalFileSystem)
+        return is_local(self.fs)
 
     def path(self, relpath: str) -> str:
         """The full path on ``fs`` of a path relative to the root."""

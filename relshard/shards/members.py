@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from relshard.record import SampleRecord, validate_member_suffix
-from relshard.workers.item import SampleDraft, WorkItem
+from relshard.shards.item import SampleDraft, WorkItem
 
 CORE_SUFFIXES = ("json", "txt", "rel.txt")
 

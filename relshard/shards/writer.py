@@ -51,6 +51,7 @@ from relshard.shards.index import (
     record_columns,
     write_table,
 )
+from relshard.shards.item import WorkItem
 from relshard.shards.layout import (
     INDEX_DIR,
     REJECTS_DIR,
@@ -63,7 +64,6 @@ from relshard.shards.layout import (
 )
 from relshard.shards.members import InvalidRecord, SampleMembers, item_members
 from relshard.shards.tarwriter import MAX_NAME, TarWriter, archive_size, member_span
-from relshard.workers.item import WorkItem
 
 __all__ = ["ShardWriter", "UnitInfo", "WriteSummary"]
 

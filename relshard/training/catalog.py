@@ -37,7 +37,8 @@ import fsspec
 import numpy as np
 
 from relshard.errors import RelshardError
-from relshard.training.decoding import BLOCK, scan_spans
+from relshard.shards.layout import SHARD_EXT, SHARDS_DIR, index_relpath, is_local, unit_of
+from relshard.shards.tarread import BLOCK, scan_spans
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _is_absolute(url: str) -> bool:
 def _location(url: str) -> tuple[str, str]:
     """``(protocol, normalized path)`` of a URL or local path, for containment checks."""
     protocol, path = fsspec.core.split_protocol(url)
-    if protocol in (None, "file", "local"):
+    if is_local(url):
         return "file", os.path.abspath(path)
     return protocol, posixpath.normpath("/" + path.lstrip("/"))
 
@@ -146,10 +147,11 @@ class Catalog:
         """The relshard index of a shard (``ROOT/index/UNIT.parquet``), or None."""
         url = self.urls[shard]
         folder, base = url.rsplit("/", 1) if "/" in url else (".", url)
-        if not self.relshard or not base.endswith(".tar") or not folder.endswith("shards"):
+        unit = unit_of(base, SHARD_EXT)
+        if not self.relshard or unit is None or not folder.endswith(SHARDS_DIR):
             return None
-        root = folder[: -len("shards")].rstrip("/") or "."
-        return f"{root}/index/{base[:-4]}.parquet"
+        root = folder[: -len(SHARDS_DIR)].rstrip("/") or "."
+        return f"{root}/{index_relpath(unit)}"
 
 
 def _implausible(spans: np.ndarray) -> int:
@@ -234,7 +236,7 @@ class ShardReader:
             return handle
         url = self.catalog.urls[shard]
         fs, path = fsspec.core.url_to_fs(url, **self.catalog.storage_options)
-        if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        if is_local(fs):
             handle = os.open(path, os.O_RDONLY)
         else:
             handle = fs.open(path, "rb", block_size=1 << 22, cache_type="readahead")

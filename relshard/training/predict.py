@@ -103,7 +103,7 @@ def event_window_terms(checkpoint: str, windows: list[tuple[Any, Any]], batch_si
     ``windows`` are ``(times, types)`` numpy arrays; returns the checkpoint's config and
     the terms (in the model's time unit, ``hawkes.time_scale`` seconds).
     """
-    from relshard.training.models.hawkes import EventCollate
+    from relshard.training.models.hawkes_model import EventCollate
     from relshard.training.trainer import TrainConfig, make_model
 
     state = load_checkpoint(checkpoint)

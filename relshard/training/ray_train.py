@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from relshard.shards.decoding import decode_member
+from relshard.shards.tarread import CorruptSample
 from relshard.training.catalog import Catalog
-from relshard.training.decoding import CorruptSample, decode_member
 from relshard.training.trainer import CHECKPOINT, TrainConfig, TrainResult
 
 STATE = CHECKPOINT
@@ -134,7 +135,7 @@ def _loop(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from relshard.training.models.features import BindingCollate
-    from relshard.training.models.hawkes import EventCollate
+    from relshard.training.models.hawkes_model import EventCollate
     from relshard.training.trainer import make_model, task_loss
 
     cfg = TrainConfig.model_validate(config["cfg"])

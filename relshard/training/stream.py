@@ -22,7 +22,7 @@ sample shortens its batch, possibly to an empty one, but never removes a batch,
 so ranks stay in step).
 
 The stream trusts neither the manifest nor the shards (see
-:mod:`relshard.training.catalog` and :mod:`relshard.training.decoding`): shard
+:mod:`relshard.training.catalog` and :mod:`relshard.shards.tarread`): shard
 URLs outside the manifest's folder are refused unless ``allow_external=True``;
 a member over ``max_member_bytes`` or an image over ``max_image_pixels`` is a
 counted skip (``member_too_large``, ``image_too_large``), like any sample whose
@@ -42,15 +42,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from relshard.errors import RelshardError
+from relshard.shards.decoding import MAX_IMAGE_PIXELS, ImageMode, decode_sample
+from relshard.shards.tarread import MAX_MEMBER_BYTES, CorruptSample, read_members
 from relshard.training.catalog import Catalog, ShardReader
-from relshard.training.decoding import (
-    MAX_IMAGE_PIXELS,
-    MAX_MEMBER_BYTES,
-    CorruptSample,
-    ImageMode,
-    decode_sample,
-    read_members,
-)
 from relshard.training.plan import PlanConfig, Remainder, locate, rank_batches, worker_batch_ids
 
 log = logging.getLogger(__name__)

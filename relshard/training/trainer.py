@@ -35,7 +35,7 @@ from relshard.shards.members import describe_validation_error
 from relshard.training.loader import ShardLoader
 from relshard.training.models.binding import BindingConfig, BindingModel
 from relshard.training.models.features import BindingCollate
-from relshard.training.models.hawkes import EventCollate, HawkesConfig, HawkesModel
+from relshard.training.models.hawkes_model import EventCollate, HawkesConfig, HawkesModel
 from relshard.training.stream import ShardStream
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 
 from relshard.record import clip_key
+from relshard.shards.item import Frame, SampleDraft, WorkItem
 from relshard.spec import DecodeSpec, DetectSpec, Resources
 from relshard.workers.decode import DecodedClip, DecodeError, decode_input
 from relshard.workers.detect.subjects import SubjectDetector
 from relshard.workers.isolation import ChildFailure, IsolatedRunner, shared_runner
-from relshard.workers.item import Frame, SampleDraft, WorkItem
 from relshard.workers.stage import Stage
 
 STAGE = "decode"

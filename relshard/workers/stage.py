@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from relshard.shards.item import WorkItem
 from relshard.spec import Resources
-from relshard.workers.item import WorkItem
 
 
 class Stage(ABC):

@@ -12,7 +12,7 @@ import pytest
 
 from relshard.pipelines.runner import run_pipeline
 from relshard.spec import parse_spec
-from tests.unit.workers.events.logs import hawkes_rows, write_csv
+from tests.unit.events.logs import hawkes_rows, write_csv
 
 pytestmark = [pytest.mark.ray]
 
@@ -81,8 +81,8 @@ def test_a_spec_mixing_photos_and_one_long_sequence_in_gzip_jsonl(ray_session, t
     import gzip
     import shutil
 
+    from relshard.events.windows import windows
     from relshard.spec import EventWindow
-    from relshard.workers.decode.events.windows import windows
     from tests.conftest import SAMPLES
 
     photos = tmp_path / "photos"
@@ -125,7 +125,7 @@ def test_the_bundled_event_example_runs_and_recovers_its_planted_relations(ray_s
                                                                           tmp_path):
     """examples/events.yaml as a user runs it: three broken rows rejected by row number,
     the whole log's fit finds the four edges examples/make_event_log.py planted."""
-    from relshard.inspect.stats import compute_stats
+    from relshard.report.stats import compute_stats
     from relshard.spec import load_spec
     from tests.conftest import REPO
 
@@ -184,7 +184,7 @@ def _run_log(tmp_path, name, text, events, window):
 def _check_every_row_is_a_window_event_or_a_reject(summary, out, n_rows, window_events):
     """Non-overlapping windows: each good row is in exactly one window; the rest are row
     rejects; no log-level reject; relshard verify passes."""
-    from relshard.inspect.verify import verify_output
+    from relshard.report.verify import verify_output
 
     assert "events_error" not in summary.rejected and "unreadable" not in summary.rejected
     (meta,) = summary.manifest["events"].values()
@@ -232,7 +232,7 @@ def test_hourly_times_with_a_sequence_column_spread_within_the_hour(ray_session,
     """The flights table of issue #13: times rounded to the hour, keyed by origin, 6
     carriers. The resolution (1 h) and the ties go to the manifest and relshard stats;
     ties: spread moves every flight to a point of its hour, from the seed, and says so."""
-    from relshard.inspect.stats import compute_stats
+    from relshard.report.stats import compute_stats
 
     rng = np.random.default_rng(5)
     lines = []

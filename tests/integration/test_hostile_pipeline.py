@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from relshard.cli import app
-from relshard.inspect.verify import verify_output
 from relshard.pipelines.runner import run_pipeline
 from relshard.record import make_input_key
+from relshard.report.verify import verify_output
 from relshard.shards import ShardWriter
 from relshard.shards.lease import LEASE_NAME
 from relshard.shards.ledger import RetrySelection

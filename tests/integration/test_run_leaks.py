@@ -13,8 +13,8 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from relshard.inspect.stats import compute_stats
 from relshard.pipelines.runner import run_pipeline
+from relshard.report.stats import compute_stats
 from relshard.spec import parse_spec
 from tests.conftest import SAMPLES
 from tests.servers.chat_server import ChatServer, Reply, good_answer

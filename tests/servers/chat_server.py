@@ -7,15 +7,18 @@ prompt and returns a valid answer. ``script`` is a FIFO of actions consumed one
 per request before the default applies:
 
 - ``Reply(text)``: HTTP 200 with ``text`` as the message content (e.g. malformed JSON);
-- ``Status(code, retry_after=None)``: an error status (429, 500, 400...);
+- ``Status(code, retry_after=None)``: an error status (429, 500, 400...); ``retry_after``
+  is sent as the ``Retry-After`` header: a number of seconds, or a string as given
+  (e.g. an HTTP date);
 - ``Slow(seconds, then=None)``: wait, then do ``then`` (or answer well);
 - ``Hang()``: never answer (until the client gives up or the server stops);
 - ``Reset()``: drop the connection without a response.
 
 ``latency`` delays every answer; ``requests`` records each request's JSON body
-and headers. ``good_answer(body, model_subjects)`` (or the responder
-``lists_subjects(...)``) also lists subjects as the model found them, for the
-grounding tests. Used by the tests and by ``bench/annotate.py``.
+and headers; with ``api_key`` set, a request without ``Authorization: Bearer
+<api_key>`` is answered 401 (both endpoints). ``good_answer(body, model_subjects)``
+(or the responder ``lists_subjects(...)``) also lists subjects as the model found
+them, for the grounding tests. Used by the tests and by ``bench/annotate.py``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class Reply:
 @dataclass
 class Status:
     code: int
-    retry_after: float | None = None
+    retry_after: float | str | None = None
 
 
 @dataclass
@@ -147,8 +150,9 @@ class ChatServer:
     """Start with ``with ChatServer() as srv:``; ``srv.base_url`` ends in ``/v1``."""
 
     def __init__(self, models: tuple[str, ...] = ("test-vlm",), latency: float = 0.0,
-                 refuse_response_format: bool = False) -> None:
+                 refuse_response_format: bool = False, api_key: str | None = None) -> None:
         self.models = models
+        self.api_key = api_key
         self.latency = latency
         self.refuse_response_format = refuse_response_format
         self.script: deque[Any] = deque()
@@ -190,7 +194,15 @@ class ChatServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _refused(self, request: web.Request) -> web.Response | None:
+        if self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}":
+            return None
+        return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+
     async def _models(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         return web.json_response({"object": "list",
                                   "data": [{"id": m, "object": "model"} for m in self.models]})
 
@@ -217,6 +229,9 @@ class ChatServer:
     async def _act(self, request: web.Request, body: dict[str, Any],
                    action: Any) -> web.StreamResponse:
         model = body.get("model", "")
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         if model not in self.models:
             return web.json_response({"error": {"message": f"model {model} not found"}},
                                      status=404)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from relshard.record import Attribute, Provenance, Relation, Subject
-from relshard.workers.item import SampleDraft
+from relshard.shards.item import SampleDraft
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import fsspec
 
+from relshard.shards.layout import is_local
 from relshard.workers.annotate.prompts import ChatRequest
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,7 @@ class ResponseCache:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple)
-                                 else (self.fs.protocol,))
+        self._local = is_local(self.fs)
         self.hits = 0
         self.misses = 0
 

@@ -35,6 +35,7 @@ from relshard import __version__
 from relshard.errors import BackendError, RelshardError, SpecError
 from relshard.rawtext import clip_raw_output
 from relshard.record import Provenance, Subject
+from relshard.shards.item import SampleDraft
 from relshard.workers.annotate import grounding as G
 from relshard.workers.annotate import parsing as P
 from relshard.workers.annotate.anonymize import find_leaks, leak_message
@@ -43,7 +44,6 @@ from relshard.workers.annotate.cache import ResponseCache, cache_key
 from relshard.workers.annotate.predicates import PredicateVocabulary
 from relshard.workers.annotate.prompts import GROUND_STEPS, STAGED_STEPS, ChatRequest, PromptSet
 from relshard.workers.annotate.visual import VisualError, sample_images
-from relshard.workers.item import SampleDraft
 
 
 class ChatClient(Protocol):

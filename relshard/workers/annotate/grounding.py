@@ -64,11 +64,11 @@ import cv2
 import numpy as np
 
 from relshard.record import ATTRIBUTE_ID_RE, PLACEHOLDER_RE, SUBJECT_ID_RE, Subject
+from relshard.shards.item import Frame
 from relshard.workers.annotate.parsing import InvalidAnswer
 from relshard.workers.annotate.visual import VisualError
 from relshard.workers.detect.nms import iou
 from relshard.workers.detect.subjects import crop_subject
-from relshard.workers.item import Frame
 
 Box = tuple[float, float, float, float]
 

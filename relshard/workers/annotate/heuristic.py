@@ -30,6 +30,7 @@ import numpy as np
 
 from relshard import __version__
 from relshard.record import Attribute, AttributeCategory, Provenance, Relation, Subject
+from relshard.shards.item import SampleDraft
 from relshard.spec import HeuristicAnnotate
 from relshard.workers.annotate import geometry as geo
 from relshard.workers.annotate.base import Annotation, AnnotationFailure
@@ -40,7 +41,6 @@ from relshard.workers.annotate.captions import (
     relational_caption,
 )
 from relshard.workers.annotate.palette import dominant_colour
-from relshard.workers.item import SampleDraft
 
 METHOD = "detector subjects; lab-palette colours of body/hair regions; box geometry (v1)"
 MIN_SHARE = 0.3  # a region whose top colour covers less than this is too mixed to name

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from relshard.errors import MissingDependencyError, SpecError
+from relshard.shards.item import SampleDraft
 from relshard.spec import TransformersAnnotate
 from relshard.workers.annotate.base import Annotation, AnnotationFailure
 from relshard.workers.annotate.engine import AnnotationEngine
 from relshard.workers.annotate.prompts import ChatRequest
-from relshard.workers.item import SampleDraft
 
 log = logging.getLogger(__name__)
 

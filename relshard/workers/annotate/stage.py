@@ -5,9 +5,9 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+from relshard.shards.item import SampleDraft, WorkItem
 from relshard.workers.annotate.base import Annotation, AnnotationFailure, Annotator
 from relshard.workers.annotate.registry import build_annotator
-from relshard.workers.item import SampleDraft, WorkItem
 from relshard.workers.stage import Stage
 
 STAGE = "annotate"

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from relshard.record import Subject
-from relshard.workers.item import SampleDraft
+from relshard.shards.item import SampleDraft
 
 _COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60)]  # RGB

@@ -16,6 +16,7 @@ stage that calls it (``relshard.workers.media``).
 
 from __future__ import annotations
 
+from relshard.shards.item import InputRef
 from relshard.spec import DecodeSpec
 from relshard.workers.decode.base import REASONS, DecodedClip, DecodeError
 from relshard.workers.decode.files import MediaFile, check_access, open_media
@@ -33,7 +34,6 @@ from relshard.workers.decode.formats import (
 )
 from relshard.workers.decode.image import decode_image_media
 from relshard.workers.decode.video import decode_video_media
-from relshard.workers.item import InputRef
 
 __all__ = [
     "REASONS",

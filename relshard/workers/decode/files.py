@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import fsspec
+from fsspec.core import split_protocol
 
+from relshard.shards.item import InputRef
+from relshard.shards.layout import is_local
 from relshard.spec import DecodeSpec
 from relshard.workers.decode.base import DecodeError
 from relshard.workers.decode.formats import HEAD_BYTES, extension, sniff
-from relshard.workers.item import InputRef
 
 CHUNK = 1 << 20
 _ACCESS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -31,11 +33,9 @@ _ACCESS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADir
 
 def local_path(uri: str) -> str | None:
     """The filesystem path of a local URI, or None for a remote one."""
-    if uri.startswith("file://"):
-        return uri[len("file://"):]
-    if "://" in uri:
+    if not is_local(uri):
         return None
-    return uri
+    return split_protocol(uri)[1] if "://" in uri else uri
 
 
 @dataclass

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from relshard.shards.item import InputRef
     from relshard.spec import DecodeSpec
     from relshard.workers.decode.base import DecodedClip
     from relshard.workers.decode.files import MediaFile
-    from relshard.workers.item import InputRef
 
 HEAD_BYTES = 512
 

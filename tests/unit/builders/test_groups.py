@@ -16,9 +16,9 @@ from relshard.builders.phash import close_frame_pairs
 from relshard.builders.splits import SampleRow, SplitError, assign_splits, assign_time_splits
 from relshard.cli import app
 from relshard.record import SourceInfo, make_input_key
+from relshard.shards.item import InputRef, WorkItem
 from relshard.spec import DecodeSpec
 from relshard.workers.decode import decode_input
-from relshard.workers.item import InputRef, WorkItem
 from tests.conftest import SAMPLES
 from tests.unit.training.shardgen import draft_of, make_event_output, write_run
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from relshard.record import Attribute, Provenance, Relation, SourceInfo, Subject, make_input_key
-from relshard.workers.item import Frame, InputRef, SampleDraft, WorkItem
+from relshard.shards.item import Frame, InputRef, SampleDraft, WorkItem
 
 PROV = Provenance(backend="heuristic", model=None, relshard_version="0.1.0")
 

@@ -12,6 +12,7 @@ from relshard.shards.commit import StagedFile, write_json_atomic
 from relshard.shards.layout import (
     OutputLayout,
     index_relpath,
+    is_local,
     is_tmp_name,
     open_root,
     rejects_relpath,
@@ -20,6 +21,20 @@ from relshard.shards.layout import (
     unit_of,
     validate_unit_name,
 )
+
+
+@pytest.mark.parametrize(("where", "local"), [
+    ("/data/out", True), ("rel/out", True), ("file:///data/out", True), ("local:///x", True),
+    ("s3://bucket/out", False), ("memory://out", False), ("simplecache::s3://b/x", False),
+])
+def test_is_local_answers_for_urls_and_filesystems(where: str, local: bool) -> None:
+    import fsspec
+
+    assert is_local(where) is local
+    fs, _ = fsspec.url_to_fs(where) if not where.startswith(("s3", "simplecache")) else (None, 0)
+    if fs is not None:
+        assert is_local(fs) is local
+        assert OutputLayout.open(where).is_local is local
 
 
 def test_paths_and_names() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from relshard.inspect.verify import verify_output
 from relshard.record import RETRYABLE_REASONS, Reject, is_retryable_reason, make_input_key
+from relshard.report.verify import verify_output
 from relshard.shards import ShardWriter, build_manifest, write_manifest
 from relshard.shards.index import REJECTS_SCHEMA
 from relshard.shards.layout import OutputLayout
@@ -95,7 +95,7 @@ def test_a_later_write_supersedes_the_reject_and_everything_counts_it_once(
     layout = OutputLayout.open(str(tmp_path))
     assert _key("flaky") in plan_resume(layout, committed_units(layout),
                                         RetrySelection()).done
-    from relshard.inspect.stats import compute_stats
+    from relshard.report.stats import compute_stats
 
     stats = compute_stats(str(tmp_path), records=0)
     assert stats.rejects.total == 1  # 3 reject rows: one superseded, one repeated

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from relshard.record import Attribute, Provenance, Relation, SourceInfo, Subject
 from relshard.shards import ShardWriter, build_manifest, write_manifest
-from relshard.workers.item import Frame, InputRef, SampleDraft, WorkItem
+from relshard.shards.item import Frame, InputRef, SampleDraft, WorkItem
 
 
 def sample_members(key: str, i: int) -> list[tuple[str, bytes]]:
@@ -246,7 +246,7 @@ def make_planted_event_output(root: Path, sequences: int = 6, horizon: float = 4
                               window: int = 40, seed: int = 0) -> Path:
     """Event windows of a known 3-type exponential Hawkes process (strongly self-exciting
     bursts), ``window`` events each, one input per sequence."""
-    from relshard.workers.relations.simulate import simulate_hawkes
+    from relshard.events.simulate import simulate_hawkes
 
     rng = np.random.default_rng(seed)
     mu = np.array([0.2, 0.1, 0.1])

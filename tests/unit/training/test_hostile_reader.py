@@ -21,14 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relshard import RelshardError, ShardLoader, ShardStream
+from relshard.shards.decoding import decode_member, decode_sample
+from relshard.shards.tarread import CorruptSample, scan_spans, split_members
 from relshard.training.catalog import Catalog, ManifestError
-from relshard.training.decoding import (
-    CorruptSample,
-    decode_member,
-    decode_sample,
-    scan_spans,
-    split_members,
-)
 from tests.unit.training.hostile import (
     BLOCK,
     SECRET,

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from relshard.record import SourceInfo, Subject
-from relshard.workers.item import Frame, SampleDraft
+from relshard.shards.item import Frame, SampleDraft
 
 
 def frame_jpeg(seed: int, width: int = 160, height: int = 120) -> bytes:

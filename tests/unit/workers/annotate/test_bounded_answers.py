@@ -1,13 +1,16 @@
 """Bounded model answers (issue #14): response size, raw text kept, list caps, bad UTF-8.
 
-The ``openai`` cases talk HTTP to the scripted chat server of ``tests.servers``;
-a subclass adds raw-bytes bodies (invalid UTF-8, non-completions).
+The ``openai`` cases talk HTTP to the scripted chat server of ``tests.servers``,
+with each HTTP client (``annotate.client``: ``sdk`` and ``aiohttp``); a subclass
+adds raw-bytes bodies (invalid UTF-8, non-completions) and endless streamed bodies
+that count what the server managed to send before the client hung up.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,22 +34,55 @@ class Raw:
     data: bytes
 
 
+@dataclass
+class Flood:
+    """``status`` with a body of ``total`` bytes, streamed in 64 KiB writes."""
+
+    status: int
+    total: int
+
+
 class RawChatServer(ChatServer):
+    def __init__(self, client: str = "sdk") -> None:
+        super().__init__()
+        self.client = client
+        self.flooded = 0  # bytes of Flood bodies written before the client hung up
+        self.flood_done = threading.Event()
+
     async def _act(self, request: web.Request, body: dict[str, Any],
                    action: Any) -> web.StreamResponse:
         if isinstance(action, Raw):
             return web.Response(body=action.data, content_type="application/json")
+        if isinstance(action, Flood):
+            return await self._flood(request, action)
         return await super()._act(request, body, action)
 
+    async def _flood(self, request: web.Request, action: Flood) -> web.StreamResponse:
+        resp = web.StreamResponse(status=action.status,
+                                  headers={"Content-Type": "application/json"})
+        resp.content_length = action.total
+        chunk = b'{"x": "' + b"A" * (64 * 1024 - 7)
+        try:
+            await resp.prepare(request)
+            while self.flooded < action.total:
+                await resp.write(chunk)
+                self.flooded += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            self.flood_done.set()
+        return resp
 
-@pytest.fixture()
-def server():
-    with RawChatServer() as srv:
+
+@pytest.fixture(params=["sdk", "aiohttp"])
+def server(request):
+    with RawChatServer(client=request.param) as srv:
         yield srv
 
 
 def _run(srv: ChatServer, **over: Any) -> list[Annotation | AnnotationFailure]:
-    cfg = {"backend": "openai", "base_url": srv.base_url, "model": "test-vlm",
+    cfg = {"backend": "openai", "client": getattr(srv, "client", "sdk"),
+           "base_url": srv.base_url, "model": "test-vlm",
            "backoff_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 10.0, **over}
     ann = OpenAIAnnotator(OpenAIAnnotate.model_validate(cfg))
     ann.setup()
@@ -102,6 +138,21 @@ def test_a_50_mb_answer_is_read_only_to_the_cap_and_rejected_once(server: ChatSe
     assert "max_response_bytes=4194304" in fail.detail
     assert _sized(fail.raw_output) <= RAW_OUTPUT_MAX_BYTES and "relshard cut" in fail.raw_output
     assert len(server.requests) == 1 and fail.attempts == 1  # not retried
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_reading_stops_at_the_cap_on_the_wire(server: RawChatServer, status: int) -> None:
+    """A 2 GB body (an answer or an error) is not read: the client hangs up at the cap."""
+    server.script.append(Flood(status, 2 * 10**9))
+    [fail] = _run(server, max_retries=0, max_response_bytes="1MiB")
+    assert server.flood_done.wait(timeout=30)
+    assert server.flooded < 64 * 2**20  # the cap plus socket buffers, not the body
+    if status == 200:
+        assert fail.reason == "response_too_large" and "max_response_bytes=1048576" in fail.detail
+        assert _sized(fail.raw_output) <= RAW_OUTPUT_MAX_BYTES
+    else:
+        assert fail.reason == "backend_unavailable" and "HTTP 500" in fail.detail
+        assert len(fail.detail) < 400
 
 
 def test_max_response_bytes_is_configurable_and_keeps_runs_resumable(server: ChatServer) -> None:

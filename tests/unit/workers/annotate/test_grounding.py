@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from relshard.record import SampleRecord, Subject, TrackPoint
+from relshard.shards.item import InputRef, WorkItem
 from relshard.spec import OpenAIAnnotate, parse_spec
 from relshard.workers.annotate import grounding as G
 from relshard.workers.annotate import parsing as P
@@ -24,7 +25,6 @@ from relshard.workers.annotate.openai_backend import OpenAIAnnotator
 from relshard.workers.annotate.prompts import PROMPT_NAMES, PromptSet
 from relshard.workers.annotate.stage import AnnotateStage
 from relshard.workers.annotate.visual import sample_images
-from relshard.workers.item import InputRef, WorkItem
 from tests.servers.chat_server import ChatServer, Reply, good_answer, lists_subjects
 from tests.unit.workers.annotate.helpers import draft
 

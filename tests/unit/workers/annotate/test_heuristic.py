@@ -9,6 +9,7 @@ import pytest
 
 import relshard
 from relshard.record import SampleRecord, SourceInfo, Subject
+from relshard.shards.item import Frame, SampleDraft
 from relshard.spec import DetectSpec
 from relshard.workers.annotate import geometry
 from relshard.workers.annotate.base import Annotation, AnnotationFailure, Annotator
@@ -16,7 +17,6 @@ from relshard.workers.annotate.captions import relational_caption
 from relshard.workers.annotate.heuristic import ALL_PAIRS_MAX, HeuristicAnnotator
 from relshard.workers.annotate.palette import COLOUR_NAMES, colour_shares, dominant_colour
 from relshard.workers.detect.subjects import SubjectDetector
-from relshard.workers.item import Frame, SampleDraft
 from tests.unit.workers.detect.scenes import (
     GRACE_FACE,
     jpeg,

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from relshard.shards.item import InputRef
 from relshard.spec import DecodeSpec
-from relshard.workers.item import InputRef
 
 _MP4_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"udta", b"dinf"}
 

@@ -11,6 +11,7 @@ import pytest
 
 from relshard.errors import RelshardError, SpecError
 from relshard.record import Subject
+from relshard.shards.item import InputRef, WorkItem
 from relshard.spec import DetectSpec
 from relshard.workers.annotate import geometry
 from relshard.workers.detect import backends, centerface
@@ -19,7 +20,6 @@ from relshard.workers.detect.body import estimate_body, is_estimated
 from relshard.workers.detect.cascades import Detection
 from relshard.workers.detect.nms import iou
 from relshard.workers.detect.subjects import SubjectDetector
-from relshard.workers.item import InputRef, WorkItem
 from relshard.workers.media import prepare
 from tests.unit.workers.detect.scenes import (
     ASTRONAUT_FACE,
