@@ -4,13 +4,19 @@ Top-level keys: ``name``, ``sources``, ``decode``, ``detect``, ``annotate``,
 ``output`` (fixed), plus ``runtime`` (how the run is scheduled) and ``plugins``
 (modules to import in every worker, to register extra decoders or backends).
 Unknown keys are errors. Annotator backends are a discriminated union on
-``backend``, so each backend's settings are validated on their own.
+``backend``, so each backend's settings are validated on their own; a ``backend``
+that a plugin registered is validated by the plugin's own model (an
+:class:`AnnotatorConfig` subclass), and ``detect.options`` by its detector's
+(:mod:`relshard.plugins`). Validating a spec imports its ``plugins`` first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -20,12 +26,25 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    SerializeAsAny,
+    TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from relshard.errors import SpecError
+
+log = logging.getLogger(__name__)
+
+
+def _deprecated(message: str) -> None:
+    """A spec that leans on a knob's old, double meaning: warn (DeprecationWarning) and log."""
+    warnings.warn(message, DeprecationWarning, stacklevel=2)
+    log.warning("deprecated: %s", message)
 
 
 class _Spec(BaseModel):
@@ -130,6 +149,11 @@ class DecodeSpec(_Spec):
     window: EventWindow | None = Field(default=None, description="event windows")
 
 
+BUILTIN_DETECTORS = ("centerface", "opencv", "none")
+BUILTIN_ANNOTATORS = ("heuristic", "openai", "transformers")
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
 class DetectSpec(_Spec):
     """Subject detection (``detect``): which backend, and its settings."""
 
@@ -153,6 +177,28 @@ class DetectSpec(_Spec):
     nms_iou: float = Field(default=0.4, gt=0, lt=1)
     max_subjects: int = Field(default=16, ge=0)
     crop_side: int = Field(default=256, ge=16, description="longest side of subject crops")
+    options: dict[str, Any] = Field(
+        default_factory=dict, validate_default=True, description="a plugin detector's "
+        "settings, validated by the options model it registered (relshard.plugins."
+        "DetectorOptions)")
+
+    @field_validator("options")
+    @classmethod
+    def _plugin_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        backend = info.data.get("backend")
+        if backend is None:  # the backend itself is invalid: that error is enough
+            return v
+        from relshard.plugins import detector_options_model
+
+        model = detector_options_model(backend)
+        if model is None:
+            if v:
+                raise PydanticCustomError(
+                    "options_unused", "only a plugin detector that registered an options model "
+                    "takes detect.options, and {backend} does not: remove them, or list the "
+                    "plugin module in plugins", {"backend": repr(backend)})
+            return v
+        return model.model_validate(v).model_dump(mode="json")
 
 
 class HeuristicAnnotate(_Spec):
@@ -276,22 +322,64 @@ class OpenAIAnnotate(_ModelAnnotate):
 class TransformersAnnotate(_ModelAnnotate):
     """A local image-text-to-text model (processor + model) loaded from a folder."""
 
+    SCHEDULING_FIELDS: ClassVar[tuple[str, ...]] = (
+        *_ModelAnnotate.SCHEDULING_FIELDS, "generate_batch_size")
+    GENERATE_BATCH_DEFAULT: ClassVar[int] = 16
+
     backend: Literal["transformers"]
     model_path: str = Field(min_length=1)
-    batch_size: int = Field(default=16, ge=1, description="inputs per call and per generate")
+    batch_size: int = Field(default=16, ge=1, description="inputs per Ray call")
+    generate_batch_size: int | None = Field(
+        default=None, ge=1, description="requests per model.generate (16; until the next "
+        "release a spec that sets batch_size alone also sets this, with a warning)")
     device: Literal["cpu", "cuda", "auto"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: float32 on CPU, bfloat16 on GPU")
     num_gpus: float | None = Field(default=None, ge=0, description="GPUs per actor")
 
+    @model_validator(mode="after")
+    def _split_batch_sizes(self) -> TransformersAnnotate:
+        if self.generate_batch_size is not None:
+            return self
+        if "batch_size" in self.model_fields_set and \
+                self.batch_size != self.GENERATE_BATCH_DEFAULT:
+            _deprecated(f"annotate.batch_size ({self.batch_size}) no longer sets the generate "
+                        f"batch in the next release: set annotate.generate_batch_size too")
+            self.generate_batch_size = self.batch_size
+        else:
+            self.generate_batch_size = self.GENERATE_BATCH_DEFAULT
+        return self
+
 
 AnnotateSpec = Annotated[HeuristicAnnotate | OpenAIAnnotate | TransformersAnnotate,
                          Field(discriminator="backend")]
+_BUILTIN_ANNOTATE: TypeAdapter[HeuristicAnnotate | OpenAIAnnotate | TransformersAnnotate] = \
+    TypeAdapter(AnnotateSpec)
+
+
+class AnnotatorConfig(_Spec):
+    """The settings of a plugin annotator backend: the ``annotate`` mapping of a spec whose
+    ``backend`` a plugin registered (``relshard.plugins.register_backend``).
+
+    Subclass it, add fields, and pass the subclass as ``config_model``; the backend's factory
+    gets the validated instance. Unknown keys are errors, as everywhere in a spec.
+    """
+
+    SCHEDULING_FIELDS: ClassVar[tuple[str, ...]] = ("batch_size", "resources")
+
+    backend: str = Field(pattern=r"^[a-z0-9_-]+$", description="the name it was registered by")
+    batch_size: int = Field(default=8, ge=1, description="inputs per call")
+    resources: Resources = Field(default_factory=Resources)
 
 
 class OutputSpec(_Spec):
+    WRITE_BATCH_DEFAULT: ClassVar[int] = 1000
+
     path: str = Field(default="out/run", min_length=1)
-    shard_max_samples: int = Field(default=1000, ge=1)
+    shard_max_samples: int = Field(default=1000, ge=1, description="samples per shard")
+    write_batch_inputs: int | None = Field(
+        default=None, ge=1, description="inputs per write task (1000; until the next release "
+        "a spec that sets shard_max_samples alone also sets this, with a warning)")
     shard_max_bytes: ByteSize = Field(default=ByteSize(512 * 1000**2))
     max_reject_fraction: float = Field(default=0.5, ge=0, le=1)
     reject_check_after: int = Field(default=100, ge=1, description="inputs before the check")
@@ -308,6 +396,20 @@ class OutputSpec(_Spec):
             raise ValueError("shard_max_bytes must be at least 1MB")
         return v
 
+    @model_validator(mode="after")
+    def _split_write_batch(self) -> OutputSpec:
+        if self.write_batch_inputs is not None:
+            return self
+        if "shard_max_samples" in self.model_fields_set and \
+                self.shard_max_samples != self.WRITE_BATCH_DEFAULT:
+            _deprecated(f"output.shard_max_samples ({self.shard_max_samples}) no longer sets the "
+                        f"inputs per write task in the next release: set "
+                        f"output.write_batch_inputs too")
+            self.write_batch_inputs = self.shard_max_samples
+        else:
+            self.write_batch_inputs = self.WRITE_BATCH_DEFAULT
+        return self
+
 
 class RuntimeSpec(_Spec):
     num_cpus: int | None = Field(default=None, ge=1, description="CPUs for a local Ray")
@@ -320,22 +422,83 @@ class PipelineSpec(_Spec):
     sources: list[SourceSpec] = Field(min_length=1)
     decode: DecodeSpec = Field(default_factory=DecodeSpec)
     detect: DetectSpec = Field(default_factory=DetectSpec)
-    annotate: AnnotateSpec = Field(default_factory=HeuristicAnnotate)
+    annotate: AnnotateSpec | SerializeAsAny[AnnotatorConfig] = Field(
+        default_factory=HeuristicAnnotate)
     output: OutputSpec = Field(default_factory=OutputSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
-    plugins: list[str] = Field(default_factory=list, description="modules imported in workers")
+    plugins: list[str] = Field(
+        default_factory=list, description="modules imported in every process of the run (and "
+        "before the spec is validated) that register decoders, detectors or annotators")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, data: Any) -> Any:
+        # first: annotate and detect may name what these modules register
+        names = data.get("plugins") if isinstance(data, dict) else None
+        if isinstance(names, list) and all(isinstance(n, str) and MODULE_NAME.match(n)
+                                           for n in names):
+            from relshard.plugins import import_plugins
+
+            import_plugins(names)
+        return data
+
+    @field_validator("plugins")
+    @classmethod
+    def _module_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not MODULE_NAME.match(name):
+                raise PydanticCustomError(
+                    "module_name", "{name} is not a module name: list dotted module names, "
+                    "e.g. mypackage.relshard_plugin", {"name": repr(name)})
+        return v
+
+    @field_validator("detect")
+    @classmethod
+    def _known_detector(cls, v: DetectSpec) -> DetectSpec:
+        from relshard.plugins import detector_known, known_detectors
+
+        if not detector_known(v.backend):
+            raise PydanticCustomError(
+                "unknown_backend", "detect.backend {backend} is not known: use one of {known}, "
+                "or list the plugin module that registers it in plugins",
+                {"backend": repr(v.backend), "known": ", ".join(known_detectors())})
+        return v
+
+    @field_validator("annotate", mode="wrap")
+    @classmethod
+    def _annotate_backend(cls, value: Any, handler: ValidatorFunctionWrapHandler
+                          ) -> HeuristicAnnotate | OpenAIAnnotate | TransformersAnnotate \
+            | AnnotatorConfig:
+        # built-in backends: the discriminated union (its own messages); any other name:
+        # the settings model its plugin registered (the plugins are imported by now)
+        if isinstance(value, AnnotatorConfig):
+            return value
+        backend = value.get("backend") if isinstance(value, dict) else None
+        if not isinstance(backend, str) or backend in BUILTIN_ANNOTATORS:
+            return _BUILTIN_ANNOTATE.validate_python(value)
+        from relshard.plugins import annotator_config
+
+        model = annotator_config(backend)
+        if model is None:
+            raise PydanticCustomError(
+                "unknown_backend", "backend {backend} is not known: use heuristic, openai or "
+                "transformers, or list the plugin module that registers it in plugins",
+                {"backend": repr(backend)})
+        return model.model_validate(value)
 
     def content_hash(self) -> str:
         """Hash of what decides the samples' content (not where they go, nor scheduling)."""
         data = self.model_dump(mode="json", exclude={"output", "runtime"})
         data["output"] = {"mtime": self.output.mtime}
+        if not data["detect"]["options"]:
+            del data["detect"]["options"]  # added later: specs without it keep their hash
         for name in getattr(self.annotate, "SCHEDULING_FIELDS", ()):
             data["annotate"].pop(name, None)  # where and how fast, not what: resumable
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     loc = ".".join(str(p) for p in err["loc"])  # list positions stay: sources.0.path
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -345,7 +508,7 @@ def _describe(err: dict[str, Any]) -> str:
     return f"'{loc}': {err['msg']}"
 
 
-def parse_spec(data: Any, origin: str = "spec") -> PipelineSpec:
+def parse_spec(data: object, origin: str = "spec") -> PipelineSpec:
     """Validate a spec dict; raise SpecError with one sentence naming the field and the fix."""
     if not isinstance(data, dict):
         raise SpecError(f"{origin} must be a YAML mapping with keys name, sources, output, ...")

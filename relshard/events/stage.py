@@ -27,7 +27,7 @@ import io
 import json
 import traceback
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,7 @@ from relshard.events.hawkes_fit import Excitation
 from relshard.events.parts import KEY, part_folder, read_folder
 from relshard.events.source_fit import sequence_bounds
 from relshard.events.windows import SeqContext, owned_windows, rows_needed
+from relshard.plugins import import_plugins
 from relshard.record import Provenance, SourceInfo, make_input_key, window_key
 from relshard.shards.item import SampleDraft, WorkItem
 from relshard.spec import DecodeSpec, Resources
@@ -56,7 +57,8 @@ WINDOW_FIT_TOL = 1e-3
 def load_meta(path: str) -> dict[str, Any]:
     fs, p = url_to_fs(path)
     with fs.open(p, "r") as fh:
-        return json.load(fh)
+        meta: dict[str, Any] = json.load(fh)
+    return meta
 
 
 @lru_cache(maxsize=64)
@@ -72,7 +74,8 @@ def npy(arr: np.ndarray) -> bytes:
     arr = np.ascontiguousarray(arr)
     if arr.dtype.hasobject:
         raise ValueError("object arrays are not stored")
-    return _npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape) + arr.tobytes()
+    descr = cast(str, np.lib.format.dtype_to_descr(arr.dtype))  # a str: no structured dtypes
+    return _npy_header(descr, arr.shape) + arr.tobytes()
 
 
 def _context(bucket: dict[str, Any], seq: str) -> SeqContext:
@@ -262,13 +265,15 @@ class EventsStage(Stage):
 
     name = "events"
 
-    def __init__(self, decode: DecodeSpec) -> None:
+    def __init__(self, decode: DecodeSpec, plugins: list[str] | None = None) -> None:
         self.decode = decode
+        self.plugins = list(plugins or [])
         self.batch_size = 1
         self.resources: Resources = decode.resources
         self._windower = EventWindower(decode)
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
+        import_plugins(self.plugins)  # once per process, as in every stage
         for item in items:
             if item.rejected or item.input.modality != "events":
                 continue

@@ -23,13 +23,17 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
+
+from relshard.errors import SpecError
+from relshard.plugins import import_plugins
 
 log = logging.getLogger(__name__)
 
 # A handler is "module:function"; it takes (config: dict, payload: bytes) -> bytes.
 Handler = Callable[[dict[str, Any], bytes], bytes]
 READY = b"relshard-child-ready"
+FAILED = b"relshard-child-failed:"  # + one sentence: the child cannot run (a plugin import)
 STARTUP_TIMEOUT_S = 300.0  # imports on a loaded node can take long; not an input's fault
 
 
@@ -44,7 +48,7 @@ class ChildFailure:
 
 def _resolve(spec: str) -> Handler:
     module, _, func = spec.partition(":")
-    return getattr(importlib.import_module(module), func)
+    return cast(Handler, getattr(importlib.import_module(module), func))
 
 
 def _child_main(conn: Connection, handler_spec: str, config: dict[str, Any],
@@ -55,8 +59,11 @@ def _child_main(conn: Connection, handler_spec: str, config: dict[str, Any],
 
         limit = max_memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    for plugin in plugins:
-        importlib.import_module(plugin)
+    try:
+        import_plugins(plugins)  # before the handler: it may decode with a plugin's decoder
+    except SpecError as exc:  # this node's environment lacks a plugin: say which, and stop
+        conn.send_bytes(FAILED + str(exc).encode())
+        return
     handler = _resolve(handler_spec)
     conn.send_bytes(READY)  # imports done: the parent's per-input clock starts now
     while True:
@@ -96,10 +103,13 @@ class IsolatedRunner:
         child.close()
         self._proc, self._conn = proc, parent
         try:
-            ready = parent.poll(STARTUP_TIMEOUT_S) and parent.recv_bytes() == READY
+            answer = parent.recv_bytes() if parent.poll(STARTUP_TIMEOUT_S) else b""
         except (EOFError, OSError):
-            ready = False
-        if not ready:
+            answer = b""
+        if answer.startswith(FAILED):
+            self._kill()
+            raise SpecError(answer[len(FAILED):].decode(errors="replace"))
+        if answer != READY:
             code = proc.exitcode
             self._kill()
             raise RuntimeError(

@@ -10,12 +10,14 @@ the pipeline schedules.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import cv2
 import numpy as np
 
+from relshard.plugins import import_plugins
 from relshard.record import clip_key
 from relshard.shards.item import Frame, SampleDraft, WorkItem
 from relshard.spec import DecodeSpec, DetectSpec, Resources
@@ -47,11 +49,11 @@ def _configs(decode_json: str, detect_json: str) -> tuple[DecodeSpec, DetectSpec
 def _sample_from_clip(item: WorkItem, clip: DecodedClip, decode: DecodeSpec,
                       detector: SubjectDetector) -> SampleDraft:
     src = clip.source
-    single = decode.clip_seconds is None or src.clip_index is None
-    key = item.input.input_key if single else clip_key(item.input.input_key, src.clip_index)
+    key = (item.input.input_key if decode.clip_seconds is None or src.clip_index is None
+           else clip_key(item.input.input_key, src.clip_index))
     subjects, crops = detector.detect(clip.frames)
     indices = src.frame_indices or [0] * len(clip.frames)
-    times = src.frame_times or [None] * len(clip.frames)
+    times: Sequence[float | None] = src.frame_times or [None] * len(clip.frames)
     frames = [
         Frame(encode_jpeg(f, decode.jpeg_quality), f.shape[1], f.shape[0], int(i), t)
         for f, i, t in zip(clip.frames, indices, times, strict=False)
@@ -116,8 +118,9 @@ class MediaStage(Stage):
         self.plugins = plugins or []
         self.batch_size = decode.batch_size or 4
         self.resources: Resources = decode.resources
-        self._config = {"decode": decode.model_dump_json(), "detect": detect.model_dump_json(),
-                        "num_cpus": self.resources.num_cpus}
+        self._config: dict[str, Any] = {
+            "decode": decode.model_dump_json(), "detect": detect.model_dump_json(),
+            "num_cpus": self.resources.num_cpus}
 
     def _runner(self) -> IsolatedRunner:
         key = self._config["decode"] + self._config["detect"] + ",".join(self.plugins)
@@ -132,6 +135,7 @@ class MediaStage(Stage):
         )
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
+        import_plugins(self.plugins)  # once per process: plugin decoders and detectors
         if not self.decode.isolate:
             limit_threads(self.resources.num_cpus)
             decode, _, detector = _configs(self._config["decode"], self._config["detect"])

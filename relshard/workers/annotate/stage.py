@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+from relshard.plugins import import_plugins
 from relshard.shards.item import SampleDraft, WorkItem
 from relshard.workers.annotate.base import Annotation, AnnotationFailure, Annotator
 from relshard.workers.annotate.registry import build_annotator
@@ -16,8 +17,9 @@ STAGE = "annotate"
 class AnnotateStage(Stage):
     name = STAGE
 
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: Any, plugins: list[str] | None = None) -> None:
         self.spec = spec
+        self.plugins = list(plugins or [])
         self.batch_size = spec.batch_size
         self.resources = spec.resources
         if getattr(spec, "backend", None) == "transformers":
@@ -29,6 +31,7 @@ class AnnotateStage(Stage):
 
     def setup(self) -> None:
         if self._annotator is None:
+            import_plugins(self.plugins)  # once per process: a plugin backend registers
             self._annotator = build_annotator(self.spec)
             self._annotator.setup()
 

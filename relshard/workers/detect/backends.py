@@ -12,10 +12,13 @@ Built in:
 - ``opencv``: Haar frontal (+ profile) cascades and HOG people (:mod:`.cascades`).
 - ``none``: no subjects; annotators that ground subjects themselves still can.
 
-``register_detector(name, factory)`` adds one (from a plugin module); the factory
-takes the :class:`~relshard.spec.DetectSpec` and returns an object with
-``detect(rgb, min_px) -> list[Detection]`` and, optionally, ``preflight()`` that
-raises a one-sentence :class:`~relshard.errors.RelshardError` before any work.
+``register_detector(name, factory, config_model=None)`` adds one (from a plugin
+module); the factory takes the :class:`~relshard.spec.DetectSpec` and returns an object
+with ``detect(rgb, min_px) -> list[Detection]`` and, optionally, ``preflight()`` that
+raises a one-sentence :class:`~relshard.errors.RelshardError` before any work. A
+backend with settings gives ``config_model``, a :class:`relshard.plugins.DetectorOptions`
+subclass: the spec validates ``detect.options`` with it, and the backend reads them typed
+with :func:`relshard.plugins.detector_options`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Protocol
 import numpy as np
 
 from relshard.errors import SpecError
-from relshard.spec import DetectSpec
+from relshard.plugins import DetectorOptions, record_detector_options
+from relshard.spec import BUILTIN_DETECTORS, DetectSpec
 from relshard.workers.detect import cascades
 from relshard.workers.detect.cascades import Detection
 
@@ -40,8 +44,14 @@ class DetectorBackend(Protocol):
 _FACTORIES: dict[str, Callable[[DetectSpec], DetectorBackend]] = {}
 
 
-def register_detector(name: str, factory: Callable[[DetectSpec], DetectorBackend]) -> None:
-    """Register ``factory(detect_spec) -> DetectorBackend`` under ``name``."""
+def register_detector(name: str, factory: Callable[[DetectSpec], DetectorBackend], *,
+                      config_model: type[DetectorOptions] | None = None) -> None:
+    """Register ``factory(detect_spec) -> DetectorBackend`` under ``name``.
+
+    ``config_model`` validates ``detect.options`` (none: the backend takes no options).
+    """
+    if name not in BUILTIN_DETECTORS or config_model is not None:
+        record_detector_options(name, config_model)
     _FACTORIES[name] = factory
 
 
