@@ -1,8 +1,10 @@
-"""The ``relshard`` command.
+"""The ``relshard`` command: each command parses its options, calls :mod:`relshard.api`
+and prints.
 
 A user error (bad spec, missing file, unreachable cluster) prints one sentence
 and exits 2; a run that rejects more than ``max_reject_fraction`` exits 1; a bug
-shows its traceback.
+shows its traceback. Commands are listed in the order of the work: run, submit,
+jobs, stats, verify, show, export, build-benchmark, train, evaluate.
 """
 
 from __future__ import annotations
@@ -12,40 +14,64 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from relshard import __version__
-from relshard.builders.commands import register as register_builder_commands
+from relshard.builders.commands import build_benchmark_cmd, evaluate_cmd
+from relshard.cli_support import err as console
+from relshard.cli_support import fail, out
 from relshard.cluster.commands import jobs_app, submit
-from relshard.errors import RejectBudgetExceeded, RelshardError, SpecError
-from relshard.report.commands import register as register_inspect_commands
-from relshard.training.commands import register as register_training_commands
+from relshard.errors import RelshardError
+from relshard.report.commands import show, stats, verify
+from relshard.report.export_cli import export
+from relshard.training.commands import train_cmd
+
+if TYPE_CHECKING:
+    from typer._click import Context  # typer vendors click: its commands take this context
+
+    from relshard.pipelines.runner import RunSummary  # imported lazily at run time (Ray)
+
+ORDER = ("run", "submit", "jobs", "stats", "verify", "show", "export", "build-benchmark",
+         "train", "evaluate")
+
+
+class _WorkOrder(TyperGroup):
+    """Lists the commands in the order of the work (typer puts sub-groups last)."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(ORDER)}
+        return sorted(names, key=lambda n: rank.get(n, len(ORDER)))
+
 
 app = typer.Typer(
+    cls=_WorkOrder,
     name="relshard",
     help="Turn raw videos, images and event logs into relational WebDataset shards on Ray.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
-register_inspect_commands(app)  # stats, verify, show
-register_builder_commands(app)  # build-benchmark, evaluate
-register_training_commands(app)  # train
-app.command()(submit)  # submit a spec as a Ray Job
-app.add_typer(jobs_app, name="jobs")  # jobs status|logs|stop
 
 
-def _fail(exc: RelshardError) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1 if isinstance(exc, RejectBudgetExceeded) else 2)
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool | None, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the relshard version and exit.")] = None,
+) -> None:
+    """Turn raw videos, images and event logs into relational WebDataset shards on Ray."""
 
 
 RETRY_OPTION = "--retry-rejects"
@@ -58,7 +84,7 @@ class _RunCommand(TyperCommand):
     The next argument is its value only when it looks like a list of reasons
     (``backend_unavailable,timeout``) and is not an existing file (the spec)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         out: list[str] = []
         i = 0
         while i < len(args):
@@ -76,7 +102,7 @@ class _RunCommand(TyperCommand):
         return super().parse_args(ctx, out)
 
 
-def _listing_notes(summary: Any) -> list[tuple[str, str]]:
+def _listing_notes(summary: RunSummary) -> list[tuple[str, str]]:
     rows = []
     for label, n in (("hidden files skipped", summary.hidden_skipped),
                      ("dangling symlinks skipped", summary.dangling_symlinks),
@@ -89,7 +115,7 @@ def _listing_notes(summary: Any) -> list[tuple[str, str]]:
     return rows
 
 
-def _print_summary(summary) -> None:  # noqa: ANN001 - RunSummary, imported lazily
+def _print_summary(summary: RunSummary) -> None:
     table = Table(title=f"relshard run {summary.run_id}", show_header=False)
     table.add_row("output", summary.output)
     if summary.lease_takeover:
@@ -138,29 +164,37 @@ def run(
         help="Run rejected inputs again: bare, those whose reject is retryable (outages, "
              "timeouts, crashes); or those of the reasons named.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bars (runtime.progress: false).")] = False,
 ) -> None:
     """Run a pipeline spec: decode, detect, annotate and write shards, resuming if possible."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from relshard.pipelines.runner import run_pipeline
-    from relshard.shards.ledger import RetrySelection
-    from relshard.spec import load_spec
+    from relshard import api
 
     try:
-        if spec.is_dir():
-            raise SpecError(f"Spec {str(spec)!r} is a folder, not a spec file: name the YAML "
-                            f"file inside it.")
-        retry = RetrySelection.parse(retry_rejects) if retry_rejects is not None else None
-        summary = run_pipeline(load_spec(spec), output=output, address=address,
-                               num_cpus=num_cpus, retry=retry)
+        summary = api.run(spec, output=output, address=address, num_cpus=num_cpus,
+                          retry_rejects=retry_rejects, progress=False if quiet else None)
     except RelshardError as exc:
-        _fail(exc)
+        fail(exc)
     _print_summary(summary)
 
 
-@app.command()
+# The order of the work: run it, watch it, inspect it, build a benchmark, train, score.
+app.command()(submit)
+app.add_typer(jobs_app, name="jobs")
+app.command()(stats)
+app.command()(verify)
+app.command()(show)
+app.command()(export)
+app.command("build-benchmark")(build_benchmark_cmd)
+app.command("train")(train_cmd)
+app.command("evaluate")(evaluate_cmd)
+
+
+@app.command(hidden=True)
 def version() -> None:
-    """Print the relshard version."""
+    """Print the relshard version (also: relshard --version)."""
     out.print(__version__)
 
 
@@ -170,6 +204,15 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume")
         sys.exit(130)
+    except ModuleNotFoundError as exc:  # an optional package a command needs: name its extra
+        from relshard.deps import missing_extra
+
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(str(missing))}", highlight=False,
+                      soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The ``relshard build-benchmark`` and ``relshard evaluate`` commands (registered on the CLI).
 
-Imports happen inside the commands, so ``relshard --help`` stays fast. Exit
-codes: 0, or 2 for a user error (one sentence on stderr).
+Each parses its options, calls :mod:`relshard.api` and prints; imports happen inside
+the commands, so ``relshard --help`` stays fast. Exit codes: 0, or 2 for a user error
+(one sentence on stderr).
 """
 
 from __future__ import annotations
@@ -10,28 +11,9 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from relshard.cli_support import Quiet, activity, err, fail, out
 from relshard.errors import RelshardError
-
-err = Console(stderr=True)
-out = Console()
-
-
-def _fail(exc: RelshardError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _fractions(text: str) -> dict[str, float]:
-    try:
-        parts = [float(p) for p in text.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
-        raise RelshardError(
-            f"--split {text!r} must be three non-negative shares, e.g. 0.8,0.1,0.1.")
-    return dict(zip(("train", "val", "test"), parts, strict=True))
 
 
 def build_benchmark_cmd(
@@ -55,21 +37,24 @@ def build_benchmark_cmd(
         help="Subject counts at or above this form one stratum.")] = 3,
     samples_per_shard: Annotated[int, typer.Option(help="Samples per benchmark shard.")] = 1000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing benchmark.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Split a run into leak-free, stratified, never-empty train/val/test outputs and a card."""
-    from relshard.builders.benchmark import build_benchmark
+    from relshard import api
 
     try:
         if split_by not in ("group", "time"):
             raise RelshardError(f"--split-by {split_by!r} must be group or time.")
-        bench = build_benchmark(
-            output, to, fractions=_fractions(split), seed=seed, split_by=split_by,
-            min_per_split=min_per_split, allow_empty=allow_empty,
-            near_duplicates=near_duplicates, phash_threshold=phash_threshold,
-            max_subjects=max_subjects, samples_per_shard=samples_per_shard, overwrite=overwrite)
+        with activity(f"building the benchmark {to}", quiet):
+            result = api.build_benchmark(
+                output, to=to, split=split, seed=seed, split_by=split_by,
+                min_per_split=min_per_split, allow_empty=allow_empty,
+                near_duplicates=near_duplicates, phash_threshold=phash_threshold,
+                max_subjects=max_subjects, samples_per_shard=samples_per_shard,
+                overwrite=overwrite)
     except RelshardError as exc:
-        _fail(exc)
-        return
+        fail(exc)
+    bench = result.to_dict()
     for name, info in bench["splits"].items():
         out.print(f"{name:5s} {info['samples']:7d} samples  {info['groups']:6d} groups  "
                   f"strata {info['strata']}")
@@ -131,15 +116,17 @@ def evaluate_cmd(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates of the intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Score a split beside its baselines: binding or next-event metrics with 95% intervals."""
-    from relshard.builders.evaluate import evaluate_benchmark
+    from relshard import api
 
     try:
-        result = evaluate_benchmark(bench, predictions, split, replicates=bootstrap, seed=seed)
+        with activity(f"scoring the {split} split", quiet or as_json):
+            result = api.evaluate(bench, predictions, split=split, bootstrap=bootstrap,
+                                  seed=seed).to_dict()
     except RelshardError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     if as_json:
         out.print_json(json.dumps(result))
         return

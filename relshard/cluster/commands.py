@@ -11,22 +11,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from relshard.cli_support import err, fail, out
 from relshard.errors import RelshardError
 
 jobs_app = typer.Typer(help="Watch and stop pipeline jobs on a Ray cluster.",
                        no_args_is_help=True)
-err = Console(stderr=True)
-out = Console()
 
 Address = Annotated[str | None, typer.Option(
     envvar="RAY_ADDRESS", help="Ray dashboard address, e.g. http://HEAD:8265.")]
-
-
-def _fail(exc: RelshardError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
@@ -52,28 +45,28 @@ def submit(
         help="NAME=VALUE for the job (repeatable); never put secrets here, set them "
              "on the cluster.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the job and stream its logs.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="With --wait: print the job id and its end, not its logs.")
+    ] = False,
 ) -> None:
     """Submit a pipeline spec to a Ray cluster as a Ray Job; print the job id."""
+    from relshard import api
     from relshard.cluster import jobs
-    from relshard.spec import load_spec
 
     try:
-        pipeline = load_spec(spec)
-        if output:
-            pipeline = pipeline.model_copy(
-                update={"output": pipeline.output.model_copy(update={"path": output})})
-        jid = jobs.submit(pipeline, address, relshard_from=relshard_from, job_id=job_id,
-                          env_vars=_parse_env(env or []))
+        jid = api.submit(spec, address=address, output=output, relshard_from=relshard_from,
+                         job_id=job_id, env=_parse_env(env or []))
         out.print(jid)
         if wait:
             for chunk in jobs.follow_logs(jid, address):
-                out.print(chunk, end="", markup=False, highlight=False)
+                if not quiet:
+                    out.print(chunk, end="", markup=False, highlight=False)
             info = jobs.status(jid, address)
             if info.status != "SUCCEEDED":
                 err.print(f"job {jid} ended {info.status}: {info.message}")
                 raise typer.Exit(1)
     except RelshardError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @jobs_app.command("status")
@@ -85,7 +78,7 @@ def status_cmd(job_id: str, address: Address = None,
     try:
         info = jobs.status(job_id, address)
     except RelshardError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         out.print_json(json.dumps(info.__dict__))
     else:
@@ -105,7 +98,7 @@ def logs_cmd(job_id: str, address: Address = None,
         else:
             out.print(jobs.logs(job_id, address), end="", markup=False, highlight=False)
     except RelshardError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @jobs_app.command("stop")
@@ -116,5 +109,5 @@ def stop_cmd(job_id: str, address: Address = None) -> None:
     try:
         stopped = jobs.stop(job_id, address)
     except RelshardError as exc:
-        _fail(exc)
+        fail(exc)
     out.print(f"{job_id}: {'stopping' if stopped else 'already finished'}")

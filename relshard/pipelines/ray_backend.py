@@ -11,15 +11,16 @@ Data would otherwise retry a deterministic worker crash forever.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from typing import Any
 
 import pyarrow as pa
 import ray
 
-from relshard.errors import RejectBudgetExceeded, RelshardError
+from relshard.errors import RelshardError
 from relshard.pipelines.gc_pause import gc_paused
-from relshard.pipelines.ray_datasink import ShardDatasink, start_monitor
+from relshard.pipelines.ray_datasink import ShardDatasink, report_failure, start_monitor
 from relshard.shards.item import InputRef, WorkItem
 from relshard.spec import PipelineSpec, Resources
 from relshard.workers.stage import Stage
@@ -46,22 +47,34 @@ def _table_from_items(items: list[WorkItem]) -> pa.Table:
     )
 
 
+def _process(stage: Stage, table: pa.Table, monitor: Any) -> pa.Table:
+    try:
+        with gc_paused():
+            return _table_from_items(stage.process_batch(_items_from_table(table)))
+    except RelshardError as exc:  # Ray Data wraps it untyped: the driver reads the monitor
+        report_failure(monitor, exc)
+        raise
+
+
 class _StageActor:
     """Actor-pool wrapper: setup() once per actor."""
 
-    def __init__(self, stage: Stage) -> None:
+    def __init__(self, stage: Stage, monitor: Any) -> None:
         self.stage = stage
-        stage.setup()
+        self.monitor = monitor
+        try:
+            stage.setup()
+        except RelshardError as exc:
+            report_failure(monitor, exc)
+            raise
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        with gc_paused():
-            return _table_from_items(self.stage.process_batch(_items_from_table(table)))
+        return _process(self.stage, table, self.monitor)
 
 
-def _stage_fn(stage: Stage):
+def _stage_fn(stage: Stage, monitor: Any) -> Any:
     def run(table: pa.Table) -> pa.Table:
-        with gc_paused():
-            return _table_from_items(stage.process_batch(_items_from_table(table)))
+        return _process(stage, table, monitor)
 
     run.__name__ = f"relshard_{stage.name}"
     return run
@@ -86,44 +99,88 @@ def _cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def _apply_stage(ds: Any, stage: Stage, spec: PipelineSpec) -> Any:
+def _apply_stage(ds: Any, stage: Stage, spec: PipelineSpec, monitor: Any) -> Any:
     actor = stage.stateful or stage.resources.num_gpus > 0
     remote = _remote_args(stage.resources, spec.runtime.max_task_retries, actor)
     with warnings.catch_warnings():
         # Ray 2.60 marks max_retries/max_restarts as passed-through "ray_remote_args"
         # deprecated, with no named replacement yet; they are what bounds crash retries.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _map(ds, stage, actor, remote)
+        return _map(ds, stage, actor, remote, monitor)
 
 
-def _map(ds: Any, stage: Stage, actor: bool, remote: dict[str, Any]) -> Any:
+def _map(ds: Any, stage: Stage, actor: bool, remote: dict[str, Any], monitor: Any) -> Any:
     if actor:
         size = max(1, int(_cluster_cpus() // max(stage.resources.num_cpus, 1)))
         return ds.map_batches(
-            _StageActor, fn_constructor_args=(stage,), batch_size=stage.batch_size,
+            _StageActor, fn_constructor_args=(stage, monitor), batch_size=stage.batch_size,
             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
             zero_copy_batch=True, **remote,
         )
     return ds.map_batches(
-        _stage_fn(stage), batch_size=stage.batch_size, batch_format="pyarrow",
+        _stage_fn(stage, monitor), batch_size=stage.batch_size, batch_format="pyarrow",
         zero_copy_batch=True, **remote,
     )
 
 
-def _unwrap(exc: BaseException) -> BaseException | None:
-    """Find a relshard error inside Ray's wrappers (RayTaskError chains)."""
-    seen = 0
+_LOST_TYPE = re.compile(r"Exception ([\w.]+)\.(\w+) isn't serializable")
+
+
+def _lost_relshard_error(err: BaseException) -> RelshardError | None:
+    """The stand-in for a relshard error Ray could not ship: its class, named in Ray's
+    message, is looked up (never guessed from words in the text)."""
+    import importlib
+
+    match = _LOST_TYPE.search(str(err))
+    if match is None:
+        return None
+    try:
+        cls = getattr(importlib.import_module(match.group(1)), match.group(2))
+    except (ImportError, AttributeError):
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, RelshardError)):
+        return None
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    return RelshardError(lines[-1].split(": ", 1)[-1].strip())
+
+
+def relshard_error(exc: BaseException) -> RelshardError | None:
+    """The relshard error a Ray failure carries, as the original object, or None.
+
+    relshard errors pickle (each keeps its arguments in ``args``), so Ray ships them
+    back whole: a :class:`ray.exceptions.RayTaskError` holds the raised error in
+    ``cause`` (also when it is the dual "as instance of cause" class, whose text is the
+    worker traceback, hence ``cause`` first), and Ray Data chains it with ``from``.
+    Ray loses the type only when the error does not pickle (a plugin's subclass with
+    an unpicklable attribute): its ``cause`` is then a plain ``RayError`` naming the
+    class; when that class is a RelshardError, one with the error's message stands in.
+    """
     cur: BaseException | None = exc
-    while cur is not None and seen < 10:
+    for _ in range(16):
+        if cur is None:
+            break
+        if isinstance(cur, ray.exceptions.RayTaskError):
+            cause = cur.cause
+            if isinstance(cause, RelshardError):
+                return cause
+            if isinstance(cause, BaseException) and cause is not cur:
+                cur = cause
+                continue
         if isinstance(cur, RelshardError):
             return cur
-        cause = getattr(cur, "cause", None)
-        cur = cause if isinstance(cause, BaseException) else (cur.__cause__ or cur.__context__)
-        seen += 1
-    text = str(exc)
-    if "RejectBudgetExceeded" in text:
-        return RelshardError(text.strip().splitlines()[-1])
+        if isinstance(cur, ray.exceptions.RayError) and (lost := _lost_relshard_error(cur)):
+            return lost
+        cur = cur.__cause__ or cur.__context__
     return None
+
+
+def _monitor_failure(monitor: Any) -> RelshardError | None:
+    """The typed relshard error a task handed to the run monitor, if any."""
+    try:
+        failure = ray.get(monitor.failure.remote())
+    except ray.exceptions.RayError:
+        return None
+    return failure if isinstance(failure, RelshardError) else None
 
 
 def _split(tables: list[pa.Table], blocks: int) -> list[pa.Table]:
@@ -137,13 +194,13 @@ def _split(tables: list[pa.Table], blocks: int) -> list[pa.Table]:
 
 def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table], n_inputs: int,
             stages: list[Stage], credit: int = 0, rejected_before: int = 0,
-            rows_per_write: int | None = None) -> list[dict]:
+            rows_per_write: int | None = None) -> list[dict[str, Any]]:
     """Run the graph over the listing; return one write summary per write task.
 
     ``credit``: good units seen before the graph (event rows of the events pre-pass),
     counted with the written inputs by the reject budget; ``rejected_before``: inputs the
     driver rejected itself (bad event rows), counted with the rejects. ``rows_per_write``:
-    inputs per write task (default ``output.shard_max_samples``); event buckets hold
+    inputs per write task (default ``output.write_batch_inputs``); event buckets hold
     hundreds of samples each, so they use fewer, or one write would wait for the whole
     dataset.
     """
@@ -157,13 +214,14 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
     # capped so that ten million inputs make ~100 rows a block, not millions of blocks.
     blocks = max(1, min(n_inputs, MAX_BLOCKS, max(cpus * 4, -(-n_inputs // max(first, 1)))))
     ds = ray.data.from_arrow(_split(listing, blocks))
+    monitor = start_monitor()  # before the stages: they report their errors to it too
     for stage in stages:
-        ds = _apply_stage(ds, stage, spec)
-    monitor = start_monitor()
+        ds = _apply_stage(ds, stage, spec, monitor)
     if credit or rejected_before:
         ray.get(monitor.add.remote(credit, rejected_before))
     sink = ShardDatasink(root, run_id, spec.output, monitor,
-                         rows_per_write=rows_per_write or spec.output.shard_max_samples)
+                         rows_per_write=(rows_per_write or spec.output.write_batch_inputs
+                                         or spec.output.WRITE_BATCH_DEFAULT))
     try:
         # Writers reserve no CPU (reserving one starved the maps on small machines), so
         # their number is capped instead, at one per CPU: unbounded, Ray started a worker
@@ -174,8 +232,8 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
                                                  "max_retries": spec.runtime.max_task_retries},
                           concurrency=max(1, cpus))
     except Exception as exc:
-        inner = _unwrap(exc)
-        if isinstance(inner, RejectBudgetExceeded | RelshardError):
+        inner = _monitor_failure(monitor) or relshard_error(exc)
+        if inner is not None:
             raise inner from None
         raise
     return sink.result

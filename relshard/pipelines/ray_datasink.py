@@ -11,17 +11,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ray
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
-from relshard.errors import RejectBudgetExceeded
+from relshard.errors import RelshardError
+from relshard.pipelines.budget import check_reject_budget
 from relshard.pipelines.gc_pause import gc_paused
 from relshard.shards.item import WorkItem
 from relshard.shards.writer import ShardWriter
 from relshard.spec import OutputSpec
+
+if TYPE_CHECKING:
+    from ray.actor import ActorClass
 
 REPORT_EVERY = 32
 log = logging.getLogger(__name__)
@@ -29,16 +33,35 @@ log = logging.getLogger(__name__)
 
 @ray.remote(num_cpus=0)
 class RunMonitor:
-    """Counts inputs written and rejected across all write tasks of a run."""
+    """Counts inputs written and rejected across all write tasks of a run, and keeps the
+    first relshard error a task raised: Ray Data wraps a task's error in its own
+    (``UserCodeException``, or a traceback it could not deserialize), so the driver
+    takes the typed error from here."""
 
     def __init__(self) -> None:
         self.written = 0
         self.rejected = 0
+        self.error: RelshardError | None = None
 
     def add(self, written: int, rejected: int) -> tuple[int, int]:
         self.written += written
         self.rejected += rejected
         return self.written + self.rejected, self.rejected
+
+    def fail(self, error: RelshardError) -> None:
+        if self.error is None:
+            self.error = error
+
+    def failure(self) -> RelshardError | None:
+        return self.error
+
+
+def report_failure(monitor: Any, error: RelshardError) -> None:
+    """Hand a task's relshard error to the run monitor (best effort: it may be gone)."""
+    try:
+        ray.get(monitor.fail.remote(error))
+    except ray.exceptions.RayError:
+        log.warning("the run monitor is gone; the error reaches the driver as text")
 
 
 def start_monitor() -> Any:
@@ -47,12 +70,13 @@ def start_monitor() -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    return RunMonitor.options(
+    actor_class = cast("ActorClass[RunMonitor]", RunMonitor)  # what @ray.remote made of it
+    return actor_class.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)
     ).remote()
 
 
-class ShardDatasink(Datasink[dict]):
+class ShardDatasink(Datasink[dict[str, Any]]):
     def __init__(self, root: str, run_id: str, output: OutputSpec, monitor: Any,
                  rows_per_write: int) -> None:
         self.root = root
@@ -60,7 +84,7 @@ class ShardDatasink(Datasink[dict]):
         self.output = output
         self.monitor = monitor
         self._rows_per_write = rows_per_write
-        self.result: list[dict] = []
+        self.result: list[dict[str, Any]] = []
 
     @property
     def min_rows_per_write(self) -> int:
@@ -77,11 +101,17 @@ class ShardDatasink(Datasink[dict]):
             # there), and then the run is over anyway; the final check still holds.
             log.warning("the reject monitor is gone; the budget is checked at the end")
             return
-        limit = self.output.max_reject_fraction
-        if seen >= self.output.reject_check_after and total_rejected > limit * seen:
-            raise RejectBudgetExceeded(total_rejected, seen, limit)
+        check_reject_budget(total_rejected, seen, self.output.max_reject_fraction,
+                            min_seen=self.output.reject_check_after)
 
-    def write(self, blocks: Iterable[Block], ctx: Any) -> dict:
+    def write(self, blocks: Iterable[Block], ctx: Any) -> dict[str, Any]:
+        try:
+            return self._write(blocks, ctx)
+        except RelshardError as exc:
+            report_failure(self.monitor, exc)
+            raise
+
+    def _write(self, blocks: Iterable[Block], ctx: Any) -> dict[str, Any]:
         writer = ShardWriter(
             self.root,
             f"{self.run_id}-{ctx.task_idx:05d}",

@@ -19,18 +19,21 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
+from relshard.deps import require_extra
 from relshard.errors import OutputConflictError, RejectBudgetExceeded, RelshardError
 from relshard.events.expander import EventsExpander, remove_work
 from relshard.events.row_rejects import RowRejectLedger
 from relshard.events.stage import EventsStage, SkipEvents
+from relshard.pipelines.budget import check_reject_budget
 from relshard.pipelines.driver_rejects import ListingRejectLedger
 from relshard.pipelines.sources import SourceLister
+from relshard.plugins import import_plugins
 from relshard.record import is_retryable_reason
 from relshard.shards.item import InputRef
 from relshard.shards.layout import OutputLayout, open_root
@@ -93,16 +96,31 @@ class RunSummary:
         total = sum(self.leaks.values()) + self.leak_rejects
         return total / annotated if annotated else 0.0
 
+    @property
+    def paths(self) -> dict[str, str]:
+        """Where the output's parts are: the folder, manifest, shards, index, rejects, spec."""
+        root = self.output.rstrip("/")
+        return {"output": root, "manifest": f"{root}/manifest.json",
+                "shards": f"{root}/shards", "index": f"{root}/index",
+                "rejects": f"{root}/rejects", "spec": f"{root}/{SPEC_FILE}"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain JSON types, with the derived figures and the paths."""
+        data = asdict(self)
+        data.update(rejected_total=self.rejected_total, leak_rejects=self.leak_rejects,
+                    leak_rate=self.leak_rate, paths=self.paths)
+        return data
+
 
 def build_stages(spec: PipelineSpec) -> list[Stage]:
     """The ordered stages of a spec (pure: no Ray)."""
     n_events = sum(1 for s in spec.sources if s.modality == "events")
     if n_events and n_events == len(spec.sources):
-        return [EventsStage(spec.decode)]
+        return [EventsStage(spec.decode, spec.plugins)]
     stages: list[Stage] = [MediaStage(spec.decode, spec.detect, spec.plugins),
-                           AnnotateStage(spec.annotate)]
+                           AnnotateStage(spec.annotate, spec.plugins)]
     if n_events:  # media and event logs in one spec: event inputs skip the media stages
-        return [*(SkipEvents(s) for s in stages), EventsStage(spec.decode)]
+        return [*(SkipEvents(s) for s in stages), EventsStage(spec.decode, spec.plugins)]
     return stages
 
 
@@ -167,7 +185,7 @@ def _collect_listing(lister: Iterable[InputRef], done: set[str],
                      retry_keys: dict[str, RejectRow]) -> _Listing:
     """Gather the listing as Arrow chunks (compact: ~150 bytes an input), skipping done inputs."""
     tables: list[pa.Table] = []
-    rows: list[tuple] = []
+    rows: list[tuple[Any, ...]] = []
     todo = skipped = 0
     retried: set[str] = set()
 
@@ -200,7 +218,9 @@ def run_pipeline(spec: PipelineSpec, *, output: str | None = None, address: str 
     ``retry``: re-queue the rejected inputs whose latest reject it selects
     (``--retry-rejects``); a later write supersedes the reject in the ledger.
     """
+    require_extra("pipeline")  # Ray is imported late: say so before any work
     started = time.monotonic()
+    import_plugins(spec.plugins)  # the driver too (a spec built by model_copy skipped parsing)
     if output:
         spec = spec.model_copy(update={"output": spec.output.model_copy(update={"path": output})})
     if any(s.modality != "events" for s in spec.sources):
@@ -260,7 +280,7 @@ def _run_leased(spec: PipelineSpec, lister: SourceLister, lease: OutputLease,
     summary.already_done = listing.skipped + row_rejects.skipped + list_rejects.skipped
     driver_rejected = row_rejects.written + list_rejects.written
     summary.to_process = listing.todo + driver_rejected
-    results: list[dict] = []
+    results: list[dict[str, Any]] = []
     if listing.todo:
         preflight(build_annotator(spec.annotate))  # server/model errors before any work
         ray_cluster.connect(address, num_cpus or spec.runtime.num_cpus)
@@ -308,9 +328,10 @@ def _run_leased(spec: PipelineSpec, lister: SourceLister, lease: OutputLease,
             f"written or rejected; this is a bug, please report it with the run log."
         )
     seen = summary.to_process + events.summary.rows_ok  # the budget counts good event rows
-    limit = spec.output.max_reject_fraction
-    if seen and summary.rejected_total > limit * seen:
-        raise _budget_error(summary.rejected_total, seen, limit, reasons=rejected)
+    try:
+        check_reject_budget(summary.rejected_total, seen, spec.output.max_reject_fraction)
+    except RejectBudgetExceeded as exc:
+        raise _budget_error(exc.rejected, exc.seen, exc.fraction, reasons=rejected) from None
     if events.summary.logs:
         remove_work(spec.output.path)
 

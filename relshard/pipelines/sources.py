@@ -89,7 +89,8 @@ def _real(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A comparable form of ``path``: resolved locally, without trailing '/' elsewhere."""
     if is_local(fs):
         return os.path.realpath(path)
-    return fs._strip_protocol(path).rstrip("/")
+    stripped: str = fs._strip_protocol(path)
+    return stripped.rstrip("/")
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -241,7 +242,8 @@ class SourceLister:
     @staticmethod
     def _open(src: SourceSpec) -> tuple[fsspec.AbstractFileSystem, str]:
         try:
-            return url_to_fs(src.path)
+            fs, path = url_to_fs(src.path)
+            return fs, path
         except (ImportError, ValueError) as exc:
             raise SpecError(
                 f"Source {src.path!r} cannot be opened ({exc}); install the filesystem "
@@ -301,7 +303,8 @@ class SourceLister:
                 self._out_id = (out.st_dev, out.st_ino)
             except OSError:
                 pass  # not created yet: compared by resolved path
-        stack, deferred = [root], []  # deferred: folders reached through a symlink
+        stack: list[str] = [root]
+        deferred: list[str] = []  # folders reached through a symlink
         while stack or deferred:
             if not stack:
                 folder = deferred.pop(0)
@@ -341,7 +344,7 @@ class SourceLister:
                     deferred.append(entry.path)
             stack.extend(reversed(subdirs))
 
-    def _entry(self, entry: os.DirEntry, visited: set[tuple[int, int]]) -> tuple[str, int]:
+    def _entry(self, entry: os.DirEntry[str], visited: set[tuple[int, int]]) -> tuple[str, int]:
         """What a folder entry is: ("file", size), ("dir"|"link-dir"|"skip", 0)."""
         if entry.is_symlink():
             try:

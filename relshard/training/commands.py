@@ -1,4 +1,4 @@
-"""The ``relshard train`` command (registered on the CLI; torch loads inside the command)."""
+"""The ``relshard train`` command (registered on the CLI; torch loads inside the api call)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from relshard.cli_support import Quiet, activity, fail, out
 from relshard.errors import RelshardError
-
-err = Console(stderr=True)
-out = Console()
 
 
 def train_cmd(
@@ -28,35 +25,22 @@ def train_cmd(
     cpus_per_worker: Annotated[float | None, typer.Option(
         help="CPUs each Ray Train worker reserves (default 1); leave some for reading.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train the binding or Hawkes model from shards (locally or on Ray); re-run to resume."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    from relshard import api
+
     try:
-        from relshard.training.trainer import load_train_config, mean_loss, train
-
-        cfg = load_train_config(config)
-        if max_steps is not None:
-            cfg = cfg.model_copy(update={"max_steps": max_steps})
-        if use_ray:
-            from relshard.pipelines import ray_cluster
-            from relshard.training.ray_train import train_ray
-
-            started = ray_cluster.connect(address)
-            try:
-                result = train_ray(cfg, num_workers=workers, use_gpu=use_gpu,
-                                  cpus_per_worker=cpus_per_worker)
-            finally:
-                if started:
-                    ray_cluster.shutdown()
-        else:
-            result = train(cfg)
+        with activity(f"training from {config}", quiet or verbose):
+            summary = api.train(config, max_steps=max_steps, use_ray=use_ray, address=address,
+                                workers=workers, use_gpu=use_gpu,
+                                cpus_per_worker=cpus_per_worker)
     except RelshardError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    k = max(1, min(10, len(result.losses) // 2))
-    first, last = mean_loss(result.losses, k), mean_loss(result.losses, -k)
-    out.print(f"steps {result.start_step} -> {result.step}; loss first {first:.4f} "
-              f"last {last:.4f}; checkpoint {result.checkpoint}")
+        fail(exc)
+    result = summary.result
+    out.print(f"steps {result.start_step} -> {result.step}; loss first {summary.first_loss:.4f} "
+              f"last {summary.last_loss:.4f}; checkpoint {result.checkpoint}")
 
 
 def register(app: typer.Typer) -> None:

@@ -124,16 +124,21 @@ def test_cli(built: Path, tmp_path: Path) -> None:
 def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from relshard.report import commands
+    from relshard import cli_support
 
-    monkeypatch.setattr(commands, "err", Console(stderr=True, force_terminal=False))
-    with commands._progress(True) as bar:
-        assert bar is None
-    monkeypatch.setattr(commands, "err", Console(stderr=True, force_terminal=True))
-    with commands._progress(False) as bar:
-        assert bar is None
-    with commands._progress(True) as bar:
-        assert bar is not None
+    monkeypatch.setattr(cli_support, "err", Console(stderr=True, force_terminal=False))
+    assert cli_support.show_progress(quiet=False) is False  # a pipe or a file: no bars
+    monkeypatch.setattr(cli_support, "err", Console(stderr=True, force_terminal=True))
+    assert cli_support.show_progress(quiet=True) is False  # --quiet
+    assert cli_support.show_progress(quiet=False) is True
+    seen: list[int] = []
+    with cli_support.progress_bars(quiet=False) as bar:
+        advance = bar("reading samples", 3)
+        advance(2)
+        seen.append(2)
+    with cli_support.progress_bars(quiet=True) as bar:
+        bar("reading samples", 3)(1)  # a no-op, never raises
+    assert seen == [2]
 
 
 def test_compare_two_backends(tmp_path: Path) -> None:
