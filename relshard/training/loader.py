@@ -26,8 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from torch.utils.data import DataLoader
-
+from relshard.deps import require, require_extra
 from relshard.training.stream import Batch, ShardStream
 
 
@@ -41,7 +40,8 @@ class ShardLoader:
         pin_memory, multiprocessing_context, timeout: as for ``torch.utils.data.DataLoader``.
 
     Workers are not persistent: each epoch starts them with the stream's current
-    position, which is what makes the resume exact.
+    position, which is what makes the resume exact. Workers need torch
+    (``relshard[train]``); with ``num_workers=0`` the core install is enough.
     """
 
     def __init__(
@@ -56,6 +56,8 @@ class ShardLoader:
     ) -> None:
         if num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {num_workers}")
+        if num_workers:
+            require_extra("train")  # DataLoader workers are torch's
         self.stream = stream
         self.num_workers = num_workers
         self.prefetch_factor = prefetch_factor if num_workers else None
@@ -87,8 +89,10 @@ class ShardLoader:
         if self.num_workers == 0:
             yield from stream
             return
+        # workers are torch's: the core install reads in this process only
+        data = require("torch.utils.data", "train", "torch")
         start = stream._start
-        loader = DataLoader(
+        loader = data.DataLoader(
             stream, batch_size=None, num_workers=self.num_workers,
             prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory,
             multiprocessing_context=self.multiprocessing_context, timeout=self.timeout,

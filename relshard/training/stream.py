@@ -35,12 +35,11 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
+from relshard.deps import installed
 from relshard.errors import RelshardError
 from relshard.shards.decoding import MAX_IMAGE_PIXELS, ImageMode, decode_sample
 from relshard.shards.tarread import MAX_MEMBER_BYTES, CorruptSample, read_members
@@ -51,6 +50,20 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 Batch = Any
 
+if TYPE_CHECKING or installed("torch"):
+    # a torch IterableDataset when torch is installed (DataLoader accepts it); the core
+    # install streams without torch: no DataLoader workers, no torch.distributed
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+else:
+    torch = None
+
+    class IterableDataset:  # stands in for torch's when torch is absent
+        pass
+
+    def get_worker_info() -> None:
+        return None
+
 
 class StreamStateError(RelshardError):
     """A saved stream state does not fit this stream."""
@@ -60,7 +73,8 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Explicit values, else torch.distributed, else RANK/WORLD_SIZE, else (0, 1)."""
     if rank is not None and world_size is not None:
         pass
-    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+    elif (torch is not None and torch.distributed.is_available()
+          and torch.distributed.is_initialized()):
         rank = torch.distributed.get_rank() if rank is None else rank
         world_size = torch.distributed.get_world_size() if world_size is None else world_size
     else:
@@ -239,7 +253,8 @@ class ShardStream(IterableDataset):  # type: ignore[type-arg]
         batch["__skipped__"] = skipped
         return batch
 
-    def _sample(self, reader: ShardReader, gid: int, shard: int, idx: int) -> dict | None:
+    def _sample(self, reader: ShardReader, gid: int, shard: int, idx: int
+                ) -> dict[str, Any] | None:
         url = self.catalog.urls[shard]
         try:
             spans = reader.spans(shard)

@@ -40,6 +40,7 @@ def test_node_types_carry_the_resources_specs_ask_for(config):
 
 def test_setup_pins_this_relshard_and_keeps_the_dashboard_on_loopback(config):
     setup = " ".join(config["setup_commands"])
-    assert f"relshard[hf]=={relshard.__version__}" in setup
+    # every node runs pipeline stages; the GPU annotators need hf (which brings torch)
+    assert f"relshard[pipeline,hf,s3]=={relshard.__version__}" in setup
     head = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
