@@ -23,12 +23,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
 
 KEY_RE = re.compile(r"^[a-z0-9_-]{1,200}$")
@@ -179,7 +180,7 @@ class Relation(_Model):
     weight: float | None = Field(default=None, ge=0.0, description="strength, e.g. excitation")
 
     @model_serializer(mode="wrap")
-    def _drop_unset_weight(self, handler: Any) -> Any:
+    def _drop_unset_weight(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
         if isinstance(data, dict) and data.get("weight") is None:
             data.pop("weight", None)

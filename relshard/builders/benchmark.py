@@ -49,6 +49,7 @@ from relshard.builders.splits import (
     leak_groups,
     stratum,
 )
+from relshard.deps import require
 from relshard.record import Attribute, Provenance, Relation, SourceInfo, Subject
 from relshard.shards import OutputLayout, ShardWriter, build_manifest, read_manifest
 from relshard.shards.commit import write_bytes_atomic, write_json_atomic
@@ -129,7 +130,8 @@ def _write_split(reader: SampleReader, dest: str, name: str, rows: list[dict[str
                          max_bytes=opts.shard_max_bytes)
     with writer:
         for input_key, members_rows in by_input.items():
-            drafts, extra_cols = [], {}
+            drafts: list[SampleDraft] = []
+            extra_cols: dict[str, Any] = {}
             for row in members_rows:
                 draft, rec = _draft(row["key"], reader.read(row))
                 drafts.append(draft)
@@ -189,6 +191,8 @@ def build_benchmark(output: str, dest: str, options: BenchmarkOptions | None = N
     names = list(opts.fractions)
     if any(v < 0 for v in opts.fractions.values()) or sum(opts.fractions.values()) <= 0:
         raise BenchmarkError("The split shares must be non-negative with a positive sum.")
+    if opts.near_duplicates:  # pHashes need imagehash (relshard[pipeline]): before any write
+        require("imagehash", "pipeline")
     fs, root = _prepare_dest(dest, names, opts.overwrite)
     scan = scan_samples(layout, index, hash_frames=opts.near_duplicates)
     rows = scan.rows

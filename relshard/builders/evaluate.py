@@ -146,8 +146,8 @@ def evaluate_benchmark(bench: str, predictions: str, split: str = "test", *,
 def _train_majority(info: dict[str, Any], bench: str) -> tuple[str, str]:
     """The training split's most common predicate and most often bound subject id."""
     train = info["splits"].get("train", {})
-    predicates = train.get("predicates") or {}
-    predicate = max(predicates, key=predicates.get) if predicates else "has"
+    predicates: dict[str, int] = train.get("predicates") or {}
+    predicate = max(predicates, key=predicates.__getitem__) if predicates else "has"
     subjects: Counter[str] = Counter()
     if train.get("samples"):
         for rec in split_records(bench, "train").values():

@@ -23,6 +23,7 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from types import ModuleType
 
 import numpy as np
 
@@ -33,11 +34,11 @@ MAX_THRESHOLD = 24
 CENTER = 0.6  # side of the central crop hashed beside the whole frame
 
 
-def _imagehash():  # noqa: ANN202
+def _imagehash() -> ModuleType:
     try:
         import imagehash
     except ImportError:
-        raise MissingDependencyError("imagehash") from None
+        raise MissingDependencyError("imagehash", "pipeline") from None
     return imagehash
 
 

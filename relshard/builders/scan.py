@@ -116,7 +116,8 @@ def load_npy(data: bytes | None) -> np.ndarray | None:
     if not data:
         return None
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        arr: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+        return arr
     except (ValueError, OSError):
         return None
 

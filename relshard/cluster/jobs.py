@@ -21,13 +21,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 import relshard
+from relshard.deps import require
 from relshard.errors import RelshardError
 from relshard.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
@@ -62,12 +66,13 @@ def _token_available() -> bool:
                 or (Path.home() / ".ray" / "auth_token").is_file())
 
 
-def _client(address: str | None) -> Any:
+def _client(address: str | None) -> JobSubmissionClient:
     # Ray's clients default to sending no token; a cluster with token auth (Ray's
     # default) then answers 401. Send the token when one is available, unless the
     # user chose a mode. The variable is read when ray is first imported.
     if "RAY_AUTH_MODE" not in os.environ and _token_available():
         os.environ["RAY_AUTH_MODE"] = "token"
+    require("ray.job_submission", "pipeline", "ray")  # Ray's job client: one sentence if absent
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 

@@ -20,11 +20,12 @@ whole-log fit) goes to the manifest under ``events``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
 from relshard.events.partition import cut_all_parts, partition_log, write_meta
@@ -88,7 +89,7 @@ def remove_work(output_root: str) -> None:
 class EventsExpander:
     """Wraps a listing iterator; see the module docstring."""
 
-    def __init__(self, spec: PipelineSpec, output_root: str, lister: Any,
+    def __init__(self, spec: PipelineSpec, output_root: str, lister: Iterable[InputRef],
                  ledger: RowRejectLedger) -> None:
         self.spec = spec
         self.root = work_root(output_root)
@@ -125,7 +126,7 @@ class EventsExpander:
         step = part.meta.get("time_resolution_s")
         spread = cols.ties == "spread" and bool(step)
         if spread:  # before the parts are cut: they are cut on the spread times
-            spread_buckets(part.fs, [part.bucket_path(b) for b in part.buckets], step,
+            spread_buckets(part.fs, [part.bucket_path(b) for b in part.buckets], cast(float, step),
                            cols.tie_seed)
             part.meta["ties_spread"] = tie_note(part.meta["time_resolution"], step,
                                                 cols.tie_seed)
@@ -167,5 +168,5 @@ def _fit_source(part: Any, max_events: int, thresholds: tuple[float, float]) -> 
                 f"{str(exc)[:200]}); windows are written without relations"}
 
 
-def _uri(fs: Any, path: str) -> str:
+def _uri(fs: AbstractFileSystem, path: str) -> str:
     return path if is_local(fs) else fs.unstrip_protocol(path)

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
 from relshard.errors import SpecError
@@ -86,7 +87,8 @@ def _bucket_ids(seq: pa.Array, n_buckets: int) -> np.ndarray:
     enc = pc.dictionary_encode(pc.fill_null(seq, ""))
     hashes = np.array([zlib.crc32(v.encode("utf-8")) % n_buckets
                        for v in enc.dictionary.to_pylist()], dtype=np.int64)
-    return hashes[enc.indices.to_numpy(zero_copy_only=False)]
+    ids: np.ndarray = hashes[enc.indices.to_numpy(zero_copy_only=False)]
+    return ids
 
 
 class _BucketWriter:
@@ -99,7 +101,7 @@ class _BucketWriter:
     read once; zstd made writing them a third of the pre-pass.
     """
 
-    def __init__(self, fs: Any, part: Partition, schema: pa.Schema) -> None:
+    def __init__(self, fs: AbstractFileSystem, part: Partition, schema: pa.Schema) -> None:
         self.fs, self.part, self.schema = fs, part, schema
         self.pending: dict[int, list[pa.Table]] = {}
         self.pending_rows = 0
@@ -256,7 +258,7 @@ def partition_log(uri: str, input_key: str, size: int | None, cols: EventColumns
     return part
 
 
-def write_meta(fs: Any, part: Partition) -> None:
+def write_meta(fs: AbstractFileSystem, part: Partition) -> None:
     with fs.open(part.meta_path, "w") as fh:
         json.dump(part.meta, fh, sort_keys=True)
 

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
 from relshard.events.windows import SeqContext, may_own_a_window
@@ -77,11 +78,12 @@ def part_folder(bucket_path: str, index: int) -> str:
     return f"{bucket_path}/p{index:05d}"
 
 
-def parquet_files(fs: Any, folder: str) -> list[str]:
+def parquet_files(fs: AbstractFileSystem, folder: str) -> list[str]:
     return sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".parquet"))
 
 
-def read_folder(path: str, columns: list[str] | None = None, fs: Any = None) -> pa.Table:
+def read_folder(path: str, columns: list[str] | None = None,
+                fs: AbstractFileSystem | None = None) -> pa.Table:
     """All rows of a bucket or part folder (its Parquet files, in order): ``path`` is a URI,
     or a path of ``fs``."""
     if fs is None:
@@ -95,7 +97,7 @@ def read_folder(path: str, columns: list[str] | None = None, fs: Any = None) -> 
     return pa.concat_tables(tables)
 
 
-def _splitters(fs: Any, files: list[str], rows: int, n_parts: int) -> pa.Table:
+def _splitters(fs: AbstractFileSystem, files: list[str], rows: int, n_parts: int) -> pa.Table:
     step = max(1, rows // (n_parts * SAMPLE_PER_PART))
     samples = []
     for name in files:
@@ -125,7 +127,7 @@ def route(keys: pa.Table, splitters: pa.Table) -> np.ndarray:
     return out
 
 
-def _summarize(fs: Any, ref: PartRef) -> None:
+def _summarize(fs: AbstractFileSystem, ref: PartRef) -> None:
     table = read_folder(ref.path, ["seq", "t"], fs)
     seq, t = table.column("seq"), table.column("t")
     ref.rows = table.num_rows
@@ -168,7 +170,8 @@ def _idle(p: PartRef, cfg: EventWindow | None) -> bool:
     return not may_own_a_window(p.rows, p._stats["first"][2], ctx, cfg)
 
 
-def _merge_idle(fs: Any, parts: list[PartRef], cfg: EventWindow | None) -> list[PartRef]:
+def _merge_idle(fs: AbstractFileSystem, parts: list[PartRef], cfg: EventWindow | None
+                ) -> list[PartRef]:
     """Merge each part that starts no window into the one before it (see the module doc)."""
     while True:
         _contexts(parts)
@@ -188,7 +191,7 @@ def _merge_idle(fs: Any, parts: list[PartRef], cfg: EventWindow | None) -> list[
         parts = parts[:i] + parts[i + 1:]
 
 
-def cut_parts(fs: Any, bucket_path: str, bucket: int, rows: int, part_rows: int,
+def cut_parts(fs: AbstractFileSystem, bucket_path: str, bucket: int, rows: int, part_rows: int,
               window: EventWindow | None = None) -> list[PartRef]:
     """The inputs of one bucket: itself when it has at most ``part_rows`` rows, else its
     parts (the bucket's flush files are replaced by the parts' files); ``window``: the

@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import fsspec
 import numpy as np
@@ -285,7 +285,8 @@ def _jsonl_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
     checked = False
     row = 0
     with _opened(uri) as fh:
-        buf = io.BufferedReader(fh) if not isinstance(fh, io.BufferedIOBase) else fh
+        buf = (io.BufferedReader(cast(io.RawIOBase, fh))  # a file object with read/readinto
+               if not isinstance(fh, io.BufferedIOBase) else fh)
         while True:
             chunk = buf.read(_JSON_CHUNK_BYTES)
             if not chunk:
@@ -340,7 +341,9 @@ def _jsonl_careful(chunk: bytes, wanted: list[str], first: int) -> LogBatch:
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            malformed.append((first + k, f"is not JSON ({exc.msg}): {line[:80]!r}"))
+            # a UnicodeDecodeError (not UTF-8) has no .msg
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
+            malformed.append((first + k, f"is not JSON ({why}): {line[:80]!r}"))
             continue
         if not isinstance(obj, dict):
             malformed.append((first + k, f"is not a JSON object: {line[:80]!r}"))

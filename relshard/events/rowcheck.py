@@ -112,7 +112,8 @@ class RowChecker:
                  reject: Callable[[RowReject], None]) -> None:
         self.uri, self.cols, self.reject = uri, cols, reject
         self.schema = row_schema(cols.marks)
-        self.fmt, self.why = cols.time_format, "set in the spec"
+        self.fmt: str = cols.time_format  # "auto" until the first values decide
+        self.why = "set in the spec"
         self.judge = FormatJudge()
         self.rows_seen = 0  # data rows seen (good, bad and malformed)
         self.rows_ok = 0

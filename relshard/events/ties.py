@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
 
 from relshard.events.parts import KEY, parquet_files, read_folder
 
@@ -97,7 +98,7 @@ def spread_times(t: np.ndarray, rows: np.ndarray, step: float, seed: int) -> np.
     return t + step * unit_offsets(rows, seed)
 
 
-def spread_buckets(fs: Any, folders: list[str], step: float, seed: int) -> None:
+def spread_buckets(fs: AbstractFileSystem, folders: list[str], step: float, seed: int) -> None:
     """Rewrite every Parquet file of the bucket ``folders`` with spread times (one file in
     memory at a time; run before the parts are cut)."""
     for folder in folders:
@@ -114,8 +115,8 @@ def spread_buckets(fs: Any, folders: list[str], step: float, seed: int) -> None:
             fs.mv(tmp, name)
 
 
-def count_ties(fs: Any, folders: list[str], step: float | None, limit: int = TIE_SAMPLE
-               ) -> dict[str, Any]:
+def count_ties(fs: AbstractFileSystem, folders: list[str], step: float | None,
+               limit: int = TIE_SAMPLE) -> dict[str, Any]:
     """Events sharing their instant with another of their sequence, over the inputs'
     ``folders`` (in sort order, consecutive parts of a bucket continuing each other) until
     ``limit`` rows. ``step``: the times were spread, an instant is ``floor(t / step)``."""

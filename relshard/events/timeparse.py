@@ -36,8 +36,10 @@ _MS_THRESHOLD = 1e11  # seconds after 1973 in ms; as seconds that is the year 51
 
 def parse_numbers(arr: pa.Array) -> np.ndarray:
     """Numbers (or numeric strings) as float64; anything else NaN."""
+    out: np.ndarray
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
-        return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        out = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        return out
     if pa.types.is_timestamp(arr.type):
         return _timestamps(arr)
     text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
@@ -48,12 +50,13 @@ def parse_numbers(arr: pa.Array) -> np.ndarray:
         pass
     ok = pc.match_substring_regex(text, _NUM_RE.pattern)
     clean = pc.if_else(ok, text, pa.scalar(None, pa.string()))
-    return pc.cast(clean, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    out = pc.cast(clean, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    return out
 
 
 def _timestamps(arr: pa.Array) -> np.ndarray:
     ts = pc.cast(arr, pa.timestamp("us", tz=arr.type.tz or "UTC"))
-    micros = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    micros: np.ndarray = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
     return micros / 1e6
 
 
@@ -114,13 +117,16 @@ def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     yoe = y - era * 400
     doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
+    days: np.ndarray = era * 146097 + doe - 719468
+    return days
 
 
 def _month_days(y: np.ndarray, m: np.ndarray) -> np.ndarray:
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
-    days = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(m, 1, 12) - 1]
-    return days + ((m == 2) & leap)
+    days: np.ndarray = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[
+        np.clip(m, 1, 12) - 1]
+    out: np.ndarray = days + ((m == 2) & leap)
+    return out
 
 
 def _rfc2822(arr: pa.Array) -> np.ndarray:
@@ -134,7 +140,8 @@ def _rfc2822(arr: pa.Array) -> np.ndarray:
         def num(name: str) -> np.ndarray:
             col = pc.if_else(pc.equal(f[_RFC_FIELDS.index(name)], ""), "0",
                              f[_RFC_FIELDS.index(name)])
-            return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+            ints: np.ndarray = pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+            return ints
 
         day, year, hour, minute, second = (num(n) for n in
                                            ("day", "year", "hour", "minute", "second"))

@@ -159,7 +159,7 @@ def _drop_rejects(layout: OutputLayout, info: UnitInfo, keys: set[str]) -> int:
     mask = pc.invert(pc.is_in(table["input_key"], value_set=pa.array(sorted(keys), pa.string())))
     left = table.filter(mask)
     index = _read_index(layout, info.name)
-    dropped = table.num_rows - left.num_rows
+    dropped: int = table.num_rows - left.num_rows
     if left.num_rows == 0 and info.shard is None:
         _withdraw(layout, info)
         return dropped

@@ -135,7 +135,8 @@ def _text(data: bytes | None) -> str | None:
 def _npy(data: bytes | None) -> np.ndarray | None:
     if data is None:
         return None
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    arr: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return arr
 
 
 def _frames(members: dict[str, bytes]) -> list[bytes]:

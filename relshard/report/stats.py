@@ -233,6 +233,10 @@ def _compute_stats(tables: OutputTables, records: int) -> BuildStats:
     if "inputs_written" not in totals:  # no manifest: the unit footers know
         units = committed_units(tables.layout).values()
         totals["inputs_written"] = sum(u.ninputs for u in units) if units else None
+    columns: dict[str, Any] = {name: _merge_label(_label_counts(done[name]))
+                               for name in LABEL_COLUMNS}
+    columns.update({name: Distribution.from_counts(_int_counts(done[name]))
+                    for name in INT_COLUMNS})
     stats = BuildStats(
         root=tables.layout.url, name=manifest.get("name"), spec_hash=manifest.get("spec_hash"),
         schema_versions=versions, samples=sum(versions.values()), shards=balance.shards,
@@ -250,8 +254,7 @@ def _compute_stats(tables: OutputTables, records: int) -> BuildStats:
             name: Distribution.from_counts(_int_counts(done[f"src_{name}"]))
             for name in ("detector", "model", "both")}),
         older_index_samples=int(done["older"].get(True, 0)),
-        **{name: _merge_label(_label_counts(done[name])) for name in LABEL_COLUMNS},
-        **{name: Distribution.from_counts(_int_counts(done[name])) for name in INT_COLUMNS},
+        **columns,
     )
     if records > 0 and stats.samples:
         stats.records = sample_records(tables, records, stats.samples)

@@ -192,7 +192,9 @@ def _check_manifest(layout: OutputLayout, units: dict[str, UnitInfo],
 
 def _cap(problems: list[str]) -> list[str]:
     """At most :data:`MAX_PER_KIND` lines per shard or file, then a count of the rest."""
-    out, per, dropped = [], {}, {}
+    out: list[str] = []
+    per: dict[str, int] = {}
+    dropped: dict[str, int] = {}
     for line in problems:
         head = line.split(":", 1)[0]
         per[head] = per.get(head, 0) + 1

@@ -12,6 +12,7 @@ recovery read index footers only, never the shards.
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, BinaryIO
@@ -104,14 +105,14 @@ class UnitInfo:
     shard: str | None = None  # 'shards/UNIT.tar', or None for a unit without samples
     rejects: str | None = None  # 'rejects/UNIT.parquet', or None without rejects
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:  # (`bytes` is a field here)
         data = asdict(self)
         data["format"] = INDEX_FORMAT
         data["schema_version"] = SCHEMA_VERSION
         return json.dumps(data, sort_keys=True).encode("utf-8")
 
     @classmethod
-    def from_json(cls, blob: bytes) -> UnitInfo:
+    def from_json(cls, blob: builtins.bytes) -> UnitInfo:
         data = json.loads(blob)
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -170,4 +171,5 @@ def read_unit_info(layout: OutputLayout, unit: str) -> UnitInfo:
 def read_column(layout: OutputLayout, relpath: str, column: str) -> list[Any]:
     """One column of a parquet file under the root, as a Python list."""
     with layout.fs.open(layout.path(relpath), "rb") as f:
-        return pq.read_table(f, columns=[column]).column(column).to_pylist()
+        values: list[Any] = pq.read_table(f, columns=[column]).column(column).to_pylist()
+    return values

@@ -64,8 +64,8 @@ def predict_with_checkpoint(checkpoint: str, records: dict[str, dict[str, Any]]
                             ) -> dict[str, dict[str, Any]]:
     """Predictions of the checkpoint's model for ``records`` (by key)."""
     model, state = load_model(checkpoint)
-    predicates = state.get("predicates") or {}
-    predicate = max(predicates, key=predicates.get) if predicates else "has"
+    predicates: dict[str, int] = state.get("predicates") or {}
+    predicate = max(predicates, key=predicates.__getitem__) if predicates else "has"
     return predict_records(model, list(records.values()), predicate)
 
 
@@ -103,14 +103,14 @@ def event_window_terms(checkpoint: str, windows: list[tuple[Any, Any]], batch_si
     ``windows`` are ``(times, types)`` numpy arrays; returns the checkpoint's config and
     the terms (in the model's time unit, ``hawkes.time_scale`` seconds).
     """
-    from relshard.training.models.hawkes_model import EventCollate
-    from relshard.training.trainer import TrainConfig, make_model
+    from relshard.training.models.hawkes_model import EventCollate, HawkesModel
+    from relshard.training.trainer import TrainConfig
 
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.model_validate({**state["config"], "data": "-"})
     if cfg.task != "hawkes":
         raise RelshardError(f"{checkpoint} is a {cfg.task} checkpoint, not a Hawkes model.")
-    model = make_model(cfg)
+    model = HawkesModel(cfg.hawkes)  # what make_model(cfg) makes for the hawkes task
     model.load_state_dict(state["model"])
     model.eval()
     collate = EventCollate(cfg.hawkes)

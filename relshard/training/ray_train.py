@@ -122,12 +122,13 @@ def _load_state(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()  # set when Ray restores this run after a failure
+    state: dict[str, Any] | None = None
     if checkpoint:
         with checkpoint.as_directory() as d:
-            return torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
-    if config.get("resume"):
-        return torch.load(config["resume"], map_location="cpu", weights_only=True)
-    return None
+            state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+    elif config.get("resume"):
+        state = torch.load(config["resume"], map_location="cpu", weights_only=True)
+    return state
 
 
 def _loop(config: dict[str, Any]) -> None:
@@ -156,8 +157,9 @@ def _loop(config: dict[str, Any]) -> None:
             predicates.update(state.get("predicates", {}))
     device = ray.train.torch.get_device()
     net = ray.train.torch.prepare_model(model)
-    collate: Any = EventCollate(cfg.hawkes) if cfg.task == "hawkes" else BindingCollate(
-        cfg.model.buckets, cfg.model.max_ngrams)
+    collate: EventCollate | BindingCollate = (
+        EventCollate(cfg.hawkes) if cfg.task == "hawkes"
+        else BindingCollate(cfg.model.buckets, cfg.model.max_ngrams))
     shard = ray.train.get_dataset_shard("train")
     rank = ray.train.get_context().get_world_rank()
 

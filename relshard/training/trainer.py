@@ -111,7 +111,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint of :func:`train`, loaded without unpickling arbitrary objects."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
     except FileNotFoundError:
         raise RelshardError(f"No checkpoint at {path}.") from None
 
@@ -119,7 +120,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def make_loader(cfg: TrainConfig, shuffle: bool = True, **stream_args: Any) -> ShardLoader:
     """The task's loader: shuffled batches of ``cfg.data``, collated for the model."""
     if cfg.task == "hawkes":
-        collate: Any = EventCollate(cfg.hawkes)
+        collate: EventCollate | BindingCollate = EventCollate(cfg.hawkes)
         members = ["times.npy", "types.npy"]
     else:
         collate = BindingCollate(cfg.model.buckets, cfg.model.max_ngrams)

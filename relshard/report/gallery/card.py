@@ -31,7 +31,7 @@ SOURCES = ("detector", "model", "both")
 MAX_TEXT = 4000
 
 
-def esc(value: Any) -> str:
+def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -46,7 +46,7 @@ def data_uri(data: bytes, suffix: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
-def bbox_of(value: Any) -> tuple[float, float, float, float] | None:
+def bbox_of(value: object) -> tuple[float, float, float, float] | None:
     """A normalized box clamped to [0, 1], or None when it is not four finite numbers."""
     if not isinstance(value, list | tuple) or len(value) != 4:
         return None

@@ -120,7 +120,7 @@ def _source_rows(record: dict[str, Any]) -> list[tuple[str, Any]]:
             ("events", src.get("event_count")), ("clip", src.get("clip_index"))]
 
 
-def _span(value: Any) -> str:
+def _span(value: object) -> str:
     if isinstance(value, list) and len(value) == 2 and all(
             isinstance(v, int | float) for v in value):
         return f"{float(value[0]):.10g} – {float(value[1]):.10g} s"

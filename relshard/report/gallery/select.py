@@ -88,11 +88,11 @@ def row_counts(layout: OutputLayout, files: list[str]) -> list[int]:
     counts = []
     for relpath in files:
         unit = relpath[len(INDEX_DIR) + 1 : -len(TABLE_EXT)]
-        n = from_manifest.get(unit)
-        if n is None:
+        count = from_manifest.get(unit)
+        if count is None:
             with layout.fs.open(layout.path(relpath), "rb") as f:
-                n = pq.read_metadata(f).num_rows
-        counts.append(int(n))
+                count = pq.read_metadata(f).num_rows
+        counts.append(int(count))
     return counts
 
 

@@ -72,7 +72,7 @@ class Condition:
     def number(self) -> float:
         return float(self.value)
 
-    def match_text(self, text: Any) -> bool:
+    def match_text(self, text: object) -> bool:
         """``=``, ``!=`` (glob when the value has ``*``/``?``) and ``~`` on one string."""
         if text is None:
             return self.op == "!="

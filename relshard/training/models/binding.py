@@ -69,7 +69,9 @@ class BindingModel(nn.Module):
         b, n, k = text.shape
         emb = self.text(text.reshape(b * n, k)).reshape(b, n, -1)
         pos = torch.arange(n, device=text.device).clamp(max=self.cfg.max_group_positions - 1)
-        return emb + self.geo(geo) + self.group.weight[group] + self.position(pos)[None]
+        tokens: torch.Tensor = (emb + self.geo(geo) + self.group.weight[group]
+                                + self.position(pos)[None])
+        return tokens
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """``[B, A, S]`` logits of attribute ``a`` belonging to subject ``s`` (-inf on padding)."""
@@ -80,7 +82,7 @@ class BindingModel(nn.Module):
         mask = (~allowed).repeat_interleave(self.cfg.heads, dim=0)
         h = self.encoder(torch.cat([subj, attr], dim=1), mask=mask)
         hs, ha = h[:, :s], h[:, s:]
-        logits = self.query(ha) @ self.key(hs).transpose(1, 2) / self.cfg.dim ** 0.5
+        logits: torch.Tensor = self.query(ha) @ self.key(hs).transpose(1, 2) / self.cfg.dim ** 0.5
         return logits.masked_fill(~batch["subj_mask"][:, None, :], float("-inf"))
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

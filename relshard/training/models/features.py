@@ -51,7 +51,7 @@ class BindingCollate:
         s_max = max([len(r.get("subjects", [])) for r in records] + [1])
         a_max = max([len(r.get("attributes", [])) for r in records] + [1])
         k = self.max_ngrams
-        out = {
+        out: dict[str, Any] = {
             "subj_text": torch.zeros(n, s_max, k, dtype=torch.long),
             "subj_geo": torch.zeros(n, s_max, GEO),
             "subj_mask": torch.zeros(n, s_max, dtype=torch.bool),

@@ -68,7 +68,7 @@ class EventCollate:
         return {"types": types, "times": times, "mask": mask}
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        seqs = []
+        seqs: list[tuple[np.ndarray, np.ndarray]] = []
         for s in samples:
             if s.get("__pad__"):  # a repeat that only fills the last batch (remainder="pad")
                 continue
@@ -77,7 +77,8 @@ class EventCollate:
                 order = np.argsort(t, kind="stable")
                 seqs.append((t[order].astype(np.float64), k[order].astype(np.int64)))
         seqs.sort(key=lambda s: len(s[0]))
-        buckets, current = [], []
+        buckets: list[dict[str, torch.Tensor]] = []
+        current: list[tuple[np.ndarray, np.ndarray]] = []
         for seq in seqs:
             width = -(-len(seq[0]) // 8) * 8
             if current and width * (len(current) + 1) > self.cfg.max_tokens:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from relshard import __version__
 from relshard.errors import BackendError, RelshardError, SpecError
@@ -44,6 +44,9 @@ from relshard.workers.annotate.cache import ResponseCache, cache_key
 from relshard.workers.annotate.predicates import PredicateVocabulary
 from relshard.workers.annotate.prompts import GROUND_STEPS, STAGED_STEPS, ChatRequest, PromptSet
 from relshard.workers.annotate.visual import VisualError, sample_images
+
+if TYPE_CHECKING:
+    from relshard.spec import OpenAIAnnotate, TransformersAnnotate
 
 
 class ChatClient(Protocol):
@@ -75,13 +78,14 @@ class _Failed(Exception):
 class AnnotationEngine:
     """Runs the prompt steps of a model backend's spec (``_ModelAnnotate``) over samples."""
 
-    def __init__(self, cfg: Any, client: ChatClient, *, backend: str, model: str,
+    def __init__(self, cfg: OpenAIAnnotate | TransformersAnnotate, client: ChatClient, *,
+                 backend: str, model: str,
                  params: dict[str, Any], max_active: int | None = None) -> None:
         self.cfg = cfg
         self.client = client
         self.backend = backend
         self.model = model
-        self.prompts = PromptSet(cfg.prompt_version)
+        self.prompts = PromptSet(cast(str, cfg.prompt_version))  # the spec resolves None
         self.prompt_version = f"{self.prompts.version}/{cfg.prompt_mode}"
         self.subjects_mode: str = getattr(cfg, "subjects", "detector")
         if self.subjects_mode != "detector":  # the model lists subjects (see grounding.py)

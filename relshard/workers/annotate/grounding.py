@@ -57,6 +57,7 @@ with the detector's :func:`crop_subject` and encoded as JPEG.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +128,7 @@ class BoxError(ValueError):
     """A model box that cannot become a subject; the message says why."""
 
 
-def normalize_id(value: Any) -> str | None:
+def normalize_id(value: object) -> str | None:
     """A model's subject label: ``"s3"``/``"3"``/``3`` -> ``"S3"``; other text kept; None."""
     if value is None:
         return None
@@ -138,7 +139,7 @@ def normalize_id(value: Any) -> str | None:
     return f"S{m.group(1)}" if m else text
 
 
-def normalize_kind(value: Any) -> str:
+def normalize_kind(value: object) -> str:
     """A model's subject kind as a record kind (``"man"`` -> ``"person"``; unknown -> other)."""
     text = str(value or "person").strip().lower()
     if text in _KINDS:
@@ -182,7 +183,7 @@ def sent_images(images: list[bytes], positions: list[int]) -> list[SentImage]:
     return out
 
 
-def check_box(box: Box, rules: Rules) -> Box:
+def check_box(box: Sequence[float], rules: Rules) -> Box:
     """``box`` (normalized) clipped to the frame, or :class:`BoxError` (see the module doc)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if not all(np.isfinite((x0, y0, x1, y1))):

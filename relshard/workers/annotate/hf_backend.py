@@ -4,7 +4,7 @@
 (local files only: nothing is downloaded). The model sits on the actor's GPU in
 bfloat16, or on the CPU in float32 (``dtype`` overrides). The annotation engine
 runs every sample of a call as its own coroutine; the requests they have pending
-at a moment are gathered into batches of up to ``batch_size`` and generated
+at a moment are gathered into batches of up to ``generate_batch_size`` and generated
 together (left padding, greedy unless ``temperature`` > 0), so a batch of inputs
 costs one ``generate`` per prompt step, not one per sample.
 """
@@ -31,7 +31,7 @@ def _imports() -> tuple[Any, Any]:
     try:
         import torch
     except ImportError:
-        raise MissingDependencyError("torch", "train") from None
+        raise MissingDependencyError("torch", "hf") from None
     try:
         import transformers
     except ImportError:
@@ -107,7 +107,7 @@ class LocalVLM:
             if self.torch.is_floating_point(value):
                 inputs[key] = value.to(self.dtype)
         sampling = self.cfg.temperature > 0
-        gen = {"max_new_tokens": self.cfg.max_new_tokens, "do_sample": sampling}
+        gen: dict[str, Any] = {"max_new_tokens": self.cfg.max_new_tokens, "do_sample": sampling}
         if sampling:
             gen["temperature"] = self.cfg.temperature
         with self.torch.inference_mode():
@@ -175,7 +175,7 @@ class TransformersAnnotator:
             return
         self.preflight()
         self.vlm = LocalVLM(self.cfg)
-        self.batcher = _Batcher(self.vlm, self.cfg.batch_size)
+        self.batcher = _Batcher(self.vlm, self.cfg.generate_batch_size or self.cfg.batch_size)
         params = {"max_new_tokens": self.cfg.max_new_tokens,
                   "temperature": self.cfg.temperature, "dtype": str(self.vlm.dtype)}
         self.engine = AnnotationEngine(self.cfg, self.batcher, backend=self.name,

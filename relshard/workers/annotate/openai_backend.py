@@ -104,7 +104,7 @@ def _aiohttp() -> Any:
     try:
         import aiohttp
     except ImportError:
-        raise MissingDependencyError("aiohttp") from None
+        raise MissingDependencyError("aiohttp", "pipeline") from None
     return aiohttp
 
 

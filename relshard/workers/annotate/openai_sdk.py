@@ -60,7 +60,7 @@ def _sdk() -> tuple[Any, Any]:
         import httpx2
         import openai
     except ImportError:
-        raise MissingDependencyError("openai") from None
+        raise MissingDependencyError("openai", "pipeline") from None
     return openai, httpx2
 
 
@@ -72,7 +72,7 @@ def _capping_hook(httpx2: Any, ok_cap: int, error_cap: int) -> Any:
     body) never gets more than ``ok_cap`` (2xx) or ``error_cap`` bytes off the wire.
     """
 
-    class CappedStream(httpx2.AsyncByteStream):  # type: ignore[misc,name-defined]
+    class CappedStream(httpx2.AsyncByteStream):  # type: ignore[misc]
         def __init__(self, inner: Any, cap: int) -> None:
             self._inner = inner
             self._cap = cap
@@ -199,6 +199,6 @@ class SDKClient(ChatHTTPClient):
             except (openai.OpenAIError, ValueError, AttributeError, TypeError):
                 raise BackendError(f"The server at {where} did not answer GET /models with a "
                                    f"model list: check annotate.base_url.") from None
-        err = model_not_served(cfg, served)
-        if err is not None:
-            raise err
+        unserved = model_not_served(cfg, served)
+        if unserved is not None:
+            raise unserved

@@ -49,7 +49,8 @@ def _to_lab(rgb: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _prototypes() -> tuple[np.ndarray, np.ndarray]:
     """Lab prototypes ``(P, 3)`` and the name index of each ``(P,)``."""
-    colours, owners = [], []
+    colours: list[tuple[int, int, int]] = []
+    owners: list[int] = []
     for i, protos in enumerate(PALETTE.values()):
         colours.extend(protos)
         owners.extend([i] * len(protos))
@@ -61,7 +62,8 @@ def name_pixels(rgb: np.ndarray) -> np.ndarray:
     protos, owners = _prototypes()
     lab = _to_lab(rgb)
     dist = ((lab[:, None, :] - protos[None, :, :]) ** 2).sum(axis=2)
-    return owners[np.argmin(dist, axis=1)]
+    named: np.ndarray = owners[np.argmin(dist, axis=1)]
+    return named
 
 
 def colour_shares(region_rgb: np.ndarray) -> dict[str, float]:

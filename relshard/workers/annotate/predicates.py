@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from relshard.workers.annotate.parsing import InvalidAnswer
 from relshard.workers.annotate.stems import stem
+
+if TYPE_CHECKING:
+    from relshard.spec import PredicateSpec
 
 OnUnknown = Literal["normalize", "reject"]
 
@@ -97,7 +100,7 @@ class PredicateVocabulary:
         self.stems = frozenset(stem(t) for w in self.words for t in w.split("_"))
 
     @classmethod
-    def from_spec(cls, spec: Any) -> PredicateVocabulary:
+    def from_spec(cls, spec: PredicateSpec | None) -> PredicateVocabulary:
         """From ``annotate.predicates`` (a ``PredicateSpec``, or None for the defaults)."""
         if spec is None:
             return cls()

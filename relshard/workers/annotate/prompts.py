@@ -104,8 +104,8 @@ class PromptSet:
         sent = images if step in IMAGE_STEPS else []
         parts += [{"type": "image", "index": i} for i in range(len(sent))]
         parts.append({"type": "text", "text": text})
-        messages = [{"role": "system", "content": self.render("system")},
-                    {"role": "user", "content": parts}]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self.render("system")},
+                                          {"role": "user", "content": parts}]
         return ChatRequest(step=step, messages=messages, images=list(sent))
 
     def follow_up(self, req: ChatRequest, answer: str, name: str, **fields: str) -> ChatRequest:

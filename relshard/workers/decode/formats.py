@@ -140,7 +140,7 @@ def _mp4_truncated(read: Callable[[int, int], bytes], size: int) -> bool | None:
 
 
 def _riff_truncated(read: Callable[[int, int], bytes], size: int) -> bool | None:
-    declared = struct.unpack("<I", read(4, 4))[0] + 8
+    declared: int = struct.unpack("<I", read(4, 4))[0] + 8
     return declared > size
 
 

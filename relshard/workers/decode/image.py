@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from relshard.record import SourceInfo
+from relshard.record import Modality, SourceInfo
 from relshard.spec import DecodeSpec
 from relshard.workers.decode.base import (
     DecodedClip,
@@ -95,9 +95,11 @@ def _looks_truncated(data: bytes, fmt: str | None) -> bool:
     if fmt == "gif":
         return not data.rstrip(b"\x00").endswith(b";")
     if fmt == "webp":
-        return struct.unpack("<I", data[4:8])[0] + 8 > len(data)
+        riff_size: int = struct.unpack("<I", data[4:8])[0]
+        return riff_size + 8 > len(data)
     if fmt == "bmp":
-        return struct.unpack("<I", data[2:6])[0] > len(data)
+        bmp_size: int = struct.unpack("<I", data[2:6])[0]
+        return bmp_size > len(data)
     return False
 
 
@@ -195,7 +197,7 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
 # -- the decoder --
 
 def _source(media: MediaFile, sha: str, fmt: str, size: tuple[int, int],
-            orientation: int | None, *, decoder: str = DECODER, modality: str = "image",
+            orientation: int | None, *, decoder: str = DECODER, modality: Modality = "image",
             **more: Any) -> SourceInfo:
     width, height = (size[1], size[0]) if (orientation or 1) >= 5 else size
     return SourceInfo(
@@ -258,7 +260,7 @@ def _scan_animation(im: Image.Image, wanted: set[int],
     """
     durations: list[int] = []
     frames: dict[int, np.ndarray] = {}
-    for i in range(im.n_frames):
+    for i in range(im.n_frames):  # type: ignore[attr-defined]  # set by the animated formats
         try:
             im.seek(i)
             im.load()  # WebP sets the frame's duration only when it is loaded
@@ -272,7 +274,7 @@ def _scan_animation(im: Image.Image, wanted: set[int],
 
 def _decode_animation(media: MediaFile, data: bytes, sha: str, im: Image.Image,
                       cfg: DecodeSpec, warns: list[str]) -> DecodedClip:
-    declared = im.n_frames
+    declared: int = im.n_frames  # type: ignore[attr-defined]  # set by the animated formats
     target = fit_size(im.size[0], im.size[1], cfg.max_side)
     wanted = sample_indices(0, declared, cfg.frames_per_clip)
     durations, frames = _scan_animation(im, set(wanted), target)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -128,7 +129,7 @@ def plan_clips(n_frames: int, fps: float | None, cfg: DecodeSpec) -> list[ClipPl
     starts = list(range(0, n_frames, length))
     if len(starts) > 1 and n_frames - starts[-1] < length / 2:
         starts.pop()
-    chosen = range(len(starts))
+    chosen: Sequence[int] = range(len(starts))
     if len(starts) > cfg.max_clips_per_video:
         picks = np.linspace(0, len(starts) - 1, cfg.max_clips_per_video).round()
         chosen = sorted({int(i) for i in picks})
@@ -239,11 +240,13 @@ class OpenCVReader:
             self.pos = index
         while self.pos < index:
             if not self.cap.grab():
-                return self._broken()
+                self._broken()
+                return None
             self.pos += 1
         ok, frame = self.cap.read()
         if not ok or frame is None:
-            return self._broken()
+            self._broken()
+            return None
         self.pos += 1
         return frame
 

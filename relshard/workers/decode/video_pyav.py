@@ -207,7 +207,7 @@ class PyAVReader:
         then the reader seeks again to an earlier keyframe, and at last to the start.
         """
         target = self.pts[index]
-        if not self._needs_seek(target):
+        if self._last is not None and not self._needs_seek(target):
             found = self._forward(index, bisect.bisect_left(self.pts, self._last), True)
             return None if found is _OVERSHOT else found
         pos = max(bisect.bisect_right(self.keys, target) - 1, 0)

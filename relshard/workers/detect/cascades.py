@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 import cv2
 import numpy as np
@@ -95,12 +95,12 @@ def _load_cascade(name: str) -> cv2.CascadeClassifier:
 
 def _cached(key: str, factory: Callable[[], T]) -> T:
     """The object cached under ``key`` for this thread, made by ``factory`` on first use."""
-    cache = getattr(_local, "cache", None)
+    cache: dict[str, object] | None = getattr(_local, "cache", None)
     if cache is None:
         cache = _local.cache = {}
     if key not in cache:
         cache[key] = factory()
-    return cache[key]
+    return cast(T, cache[key])
 
 
 def frontal_face_cascade() -> cv2.CascadeClassifier:

@@ -174,5 +174,5 @@ class CenterFace:
         boxes, scores = decode(heatmap, scale, offset, self.score_threshold, w, h)
         keep = [i for i in nms([tuple(b) for b in boxes.tolist()], scores.tolist(), NMS_IOU)
                 if min(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]) >= min_px]
-        return [Detection(tuple(float(v) for v in boxes[i]), float(scores[i]), "face",
-                          "centerface") for i in keep]  # type: ignore[arg-type]
+        return [Detection(tuple(float(v) for v in boxes[i]),  # type: ignore[arg-type]  # 4 wide
+                          float(scores[i]), "face", "centerface") for i in keep]

@@ -27,7 +27,7 @@ Boxes are normalized ``[x0, y0, x1, y1]`` of the stored frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, cast, overload
 
 import cv2
 import numpy as np
@@ -221,6 +221,10 @@ def link_tracks(per_frame: list[list[Candidate]], min_iou: float = TRACK_IOU,
     return tracks
 
 
+@overload
+def _round(box: Box) -> list[float]: ...
+@overload
+def _round(box: Box | None) -> list[float] | None: ...
 def _round(box: Box | None) -> list[float] | None:
     return None if box is None else [round(float(v), ROUND) for v in box]
 
@@ -286,7 +290,7 @@ class SubjectDetector:
         crops: dict[str, np.ndarray] = {}
         for n, ti in enumerate(order, start=1):
             subject = self._subject(n, best[ti], tracks[ti], clip=len(frames) > 1)
-            crops[subject.crop] = crop_subject(frames[best[ti].frame], best[ti].box,
+            crops[cast(str, subject.crop)] = crop_subject(frames[best[ti].frame], best[ti].box,
                                                self.cfg.crop_side)
             subjects.append(subject)
         return subjects, crops

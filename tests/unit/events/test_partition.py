@@ -189,6 +189,22 @@ def test_broken_json_lines_are_malformed_rows_with_their_numbers(tmp_path, rows)
     assert kept.column("m0").null_count == 0
 
 
+def test_a_json_line_that_is_not_utf8_is_a_malformed_row(tmp_path, rows):
+    # a cut-off line sends the chunk to the line-by-line reader, which meets the bad bytes
+    path = tmp_path / "log.jsonl"
+    lines = [json.dumps({"region": r["region"], "time": r["epoch"], "mag_class": r["mag_class"]})
+             .encode() for r in rows[:10]]
+    lines[2] = b'{"region": "north", "time": 17000'
+    lines[4] = b'{"region": "n\xff\xfe", "time": 1700000000, "mag_class": "M3"}'
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    cols = EventColumns(time="time", type="mag_class", sequence="region", time_format="epoch_s")
+    part = partition_log(str(path), "log", None, cols, str(tmp_path / "work"))
+    assert [(r.row, r.reason) for r in part.rejects] == [(3, "malformed_row"),
+                                                        (5, "malformed_row")]
+    assert "is not JSON" in part.rejects[1].detail and "utf-8" in part.rejects[1].detail
+    assert part.meta["rows"] == 10 and part.meta["rows_ok"] == 8
+
+
 @pytest.mark.parametrize("declared", ["epoch_s", "rfc2822"])
 def test_a_time_format_that_fits_no_value_stops_the_run_with_one_sentence(tmp_path, rows,
                                                                           declared):
