@@ -276,10 +276,13 @@ class VerifyResult:
         return data
 
 
-def verify(out: str | Path, *, repair: bool = False, workers: int = 4) -> VerifyResult:
+def verify(out: str | Path, *, repair: bool = False, workers: int = 4,
+           progress: Callable[[str, int], Callable[[int], None]] | None = None
+           ) -> VerifyResult:
     """Check every shard, record, index row and the manifest of ``out``.
 
     ``repair``: first rebuild the index and manifest from the shards (holds the lease).
+    ``progress(description, total) -> advance(n)`` follows the shard bytes re-hashed.
     Problems are in the result (``ok`` False), not raised.
     """
     from relshard.report.verify import verify_output
@@ -289,7 +292,7 @@ def verify(out: str | Path, *, repair: bool = False, workers: int = 4) -> Verify
         from relshard.report.repair import repair_output
 
         repaired = repair_output(str(out))
-    return VerifyResult(verify_output(str(out), workers=workers), repaired)
+    return VerifyResult(verify_output(str(out), workers=workers, progress=progress), repaired)
 
 
 @dataclass

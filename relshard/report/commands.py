@@ -75,9 +75,8 @@ def verify(
     from relshard.report.report_text import verify_renderable
 
     try:
-        with activity(("repairing and verifying " if repair else "verifying ") + root,
-                      quiet or as_json):
-            result = api.verify(root, repair=repair, workers=workers)
+        with progress_bars(quiet or as_json) as bars:
+            result = api.verify(root, repair=repair, workers=workers, progress=bars)
     except RelshardError as exc:
         fail(exc)
     repaired = result.repaired

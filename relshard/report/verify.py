@@ -23,7 +23,7 @@ one shard's index rows at a time plus the set of all sample keys (for check 5).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,9 +206,14 @@ def _cap(problems: list[str]) -> list[str]:
     return out
 
 
-def verify_output(root: str | OutputLayout, workers: int = 4, **storage_options: Any
-                  ) -> VerifyReport:
-    """Check the output at ``root``; the report lists every problem found."""
+def verify_output(root: str | OutputLayout, workers: int = 4,
+                  progress: Callable[[str, int], Callable[[int], None]] | None = None,
+                  **storage_options: Any) -> VerifyReport:
+    """Check the output at ``root``; the report lists every problem found.
+
+    ``progress(description, total) -> advance(n)``: told the shard bytes to re-hash and
+    advanced as each unit's shard is checked (a terminal's progress bar).
+    """
     layout = OutputLayout.open(root, **storage_options)
     if not layout.fs.exists(layout.root):
         raise InspectError(f"Output {layout.url!r} does not exist.")
@@ -220,9 +225,17 @@ def verify_output(root: str | OutputLayout, workers: int = 4, **storage_options:
         except CorruptIndexError as exc:
             report.problems.append(str(exc))
     report.units = len(units)
+    advance = (progress("verifying shards (bytes hashed)", sum(u.bytes for u in units.values()))
+               if progress is not None else None)
+
+    def check_unit(unit: UnitInfo) -> _UnitCheck:
+        result = _check_unit(layout, unit)
+        if advance is not None:
+            advance(unit.bytes)
+        return result
+
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        checks = dict(zip(units, pool.map(lambda u: _check_unit(layout, u), units.values()),
-                          strict=True))
+        checks = dict(zip(units, pool.map(check_unit, units.values()), strict=True))
     seen_at: dict[str, str] = {}
     scans: dict[str, ShardScan] = {}
     for name, check in checks.items():

@@ -170,3 +170,20 @@ def test_verify_and_repair_through_fsspec(build: Path) -> None:
         assert report.samples == 9
     finally:
         fs.rm("/h6verify", recursive=True)
+
+
+def test_verify_reports_progress_in_shard_bytes(tmp_path):
+    from relshard.report.verify import verify_output
+
+    out = write_build(tmp_path / "out")
+    calls: list[tuple[str, int]] = []
+    advanced: list[int] = []
+
+    def bars(description: str, total: int):
+        calls.append((description, total))
+        return advanced.append
+
+    report = verify_output(str(out), progress=bars)
+    shard_bytes = sum(p.stat().st_size for p in (out / "shards").glob("*.tar"))
+    assert report.ok and len(calls) == 1 and calls[0][1] == shard_bytes > 0
+    assert sum(advanced) == shard_bytes and len(advanced) == report.units
