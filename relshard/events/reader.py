@@ -45,6 +45,11 @@ BATCH_ROWS = 262_144
 _BLOCK_BYTES = 1 << 20
 _JSON_CHUNK_BYTES = 1 << 24
 _CAREFUL_CHUNK_BYTES = 1 << 20
+# A data line longer than this is a malformed row of its own (a 50 MB line once made
+# Arrow refuse the rest of the log); the rows after it are read as usual.
+MAX_LINE_BYTES = 1 << 20
+_NESTED = (pa.types.is_list, pa.types.is_large_list, pa.types.is_struct, pa.types.is_map,
+           pa.types.is_fixed_size_list)
 
 
 @dataclass
@@ -217,6 +222,16 @@ def _csv_careful(uri: str, wanted: list[str], delimiter: str,
 def _csv_chunk(uri: str, wanted: list[str], delimiter: str, header: bytes,
                lines: list[bytes], first: int) -> LogBatch:
     """Parse ``lines`` (rows ``first``...) with Arrow; what it refuses becomes malformed."""
+    long_at = [k for k, ln in enumerate(lines) if len(ln) > MAX_LINE_BYTES]
+    if long_at:  # Arrow cannot parse them, and they are no plausible event: rejects
+        batch = _csv_chunk(uri, wanted, delimiter, header,
+                           [ln for ln in lines if len(ln) <= MAX_LINE_BYTES], 0)
+        kept = [first + k for k, ln in enumerate(lines) if len(ln) <= MAX_LINE_BYTES]
+        cut = [(kept[r], why) for r, why in batch.malformed]
+        cut += [(first + k, f"is a line of {len(lines[k]):,} bytes, over the "
+                 f"{MAX_LINE_BYTES:,}-byte limit of one event") for k in long_at]
+        rows = np.array([kept[r] for r in batch.rows], dtype=np.int64)
+        return LogBatch(batch.batch, rows, sorted(cut))
     refused: list[str] = []
 
     def on_invalid(bad: Any) -> str:
@@ -225,7 +240,8 @@ def _csv_chunk(uri: str, wanted: list[str], delimiter: str, header: bytes,
 
     parse, convert = _csv_options(wanted, delimiter, pa.binary(), on_invalid)
     table = pacsv.read_csv(io.BytesIO(header + b"\n" + b"\n".join(lines) + b"\n"),
-                           read_options=pacsv.ReadOptions(use_threads=False),
+                           read_options=pacsv.ReadOptions(
+                               use_threads=False, block_size=4 * MAX_LINE_BYTES + len(header)),
                            parse_options=parse, convert_options=convert)
     _check_columns(uri, table.column_names, wanted)
     malformed: list[tuple[int, str]] = []
@@ -294,14 +310,18 @@ def _jsonl_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
             chunk += buf.readline()
             try:
                 table = pajson.read_json(io.BytesIO(chunk))
+                table.validate(full=True)  # strings that are not UTF-8 pass read_json
+                while any(pa.types.is_struct(f.type) for f in table.schema):
+                    table = table.flatten()  # nested objects: columns named "event.type"
+                if any(any(is_(table.schema.field(c).type) for is_ in _NESTED)
+                       for c in wanted if c in table.column_names):
+                    raise pa.ArrowInvalid("a wanted field holds an array or object")
             except pa.ArrowInvalid:
                 out = _jsonl_careful(chunk, wanted, row)
                 row = out.rows[-1] + 1 if len(out.rows) else row
                 row = max([row, *(r + 1 for r, _ in out.malformed)])
                 yield out
                 continue
-            while any(pa.types.is_struct(f.type) for f in table.schema):
-                table = table.flatten()  # nested objects: columns named "event.type"
             if not checked:
                 _check_columns(uri, table.column_names, wanted)
                 checked = True
@@ -338,6 +358,10 @@ def _jsonl_careful(chunk: bytes, wanted: list[str], first: int) -> LogBatch:
     values: dict[str, list[str | None]] = {c: [] for c in wanted}
     rows, malformed = [], []
     for k, line in enumerate(lines):
+        if len(line) > MAX_LINE_BYTES:
+            malformed.append((first + k, f"is a line of {len(line):,} bytes, over the "
+                              f"{MAX_LINE_BYTES:,}-byte limit of one event"))
+            continue
         try:
             obj = json.loads(line)
         except ValueError as exc:
@@ -348,8 +372,15 @@ def _jsonl_careful(chunk: bytes, wanted: list[str], first: int) -> LogBatch:
         if not isinstance(obj, dict):
             malformed.append((first + k, f"is not a JSON object: {line[:80]!r}"))
             continue
+        found = {c: _lookup(obj, c) for c in wanted}
+        nested = [c for c, v in found.items() if isinstance(v, dict | list)]
+        if nested:
+            malformed.append((first + k, f"field {nested[0]!r} holds a JSON "
+                              f"{'array' if isinstance(found[nested[0]], list) else 'object'}, "
+                              f"not a value: {line[:80]!r}"))
+            continue
         for c in wanted:
-            values[c].append(_json_text(_lookup(obj, c)))
+            values[c].append(_json_text(found[c]))
         rows.append(first + k)
     table = pa.table({c: pa.array(v, pa.string()) for c, v in values.items()})
     return LogBatch(_one_batch(table), np.array(rows, dtype=np.int64), malformed)
