@@ -149,6 +149,12 @@ class Subject(_Model):
             raise ValueError(f"subject id {v!r} must look like S1, S2, ...")
         return v
 
+    def box_on(self, frame: int) -> list[float] | None:
+        """The subject's box on stored frame ``frame``: its own, a track point's, or None."""
+        if self.frame == frame:
+            return self.bbox
+        return next((p.bbox for p in self.track if p.frame == frame), None)
+
     @field_validator("crop")
     @classmethod
     def _crop(cls, v: str | None) -> str | None:

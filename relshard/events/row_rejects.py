@@ -17,8 +17,7 @@ from collections import Counter
 
 from relshard.events.rowcheck import RowReject
 from relshard.record import Reject
-from relshard.shards.item import InputRef, WorkItem
-from relshard.shards.writer import ShardWriter
+from relshard.shards.writer import commit_rejects
 
 BATCH = 50_000
 STAGE = "decode"
@@ -55,11 +54,8 @@ class RowRejectLedger:
         """Commit what is pending as one unit."""
         if not self._pending:
             return
-        writer = ShardWriter(self.root, f"{self.run_id}-rows{self._batches:05d}", max_samples=1,
-                             max_bytes=1, mtime=self.mtime)
-        for rej in self._pending:
-            writer.add(WorkItem(InputRef(rej.input_key, rej.uri, "events"), reject=rej))
-        summary = writer.close()
+        summary = commit_rejects(self.root, f"{self.run_id}-rows{self._batches:05d}",
+                                 self._pending, "events", self.mtime)
         self.by_reason.update(summary.rejects_by_reason)
         self.units += len(summary.units)
         self._batches += 1

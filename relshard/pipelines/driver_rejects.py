@@ -13,8 +13,7 @@ from collections import Counter
 
 from relshard.pipelines.sources import LIST_STAGE, ListingReject
 from relshard.record import Reject
-from relshard.shards.item import InputRef, WorkItem
-from relshard.shards.writer import ShardWriter
+from relshard.shards.writer import commit_rejects
 
 BATCH = 50_000
 
@@ -47,11 +46,8 @@ class ListingRejectLedger:
         """Commit what is pending as one unit."""
         if not self._pending:
             return
-        writer = ShardWriter(self.root, f"{self.run_id}-list{self._batches:05d}", max_samples=1,
-                             max_bytes=1, mtime=self.mtime)
-        for rej in self._pending:
-            writer.add(WorkItem(InputRef(rej.input_key, rej.uri, "auto"), reject=rej))
-        summary = writer.close()
+        summary = commit_rejects(self.root, f"{self.run_id}-list{self._batches:05d}",
+                                 self._pending, "auto", self.mtime)
         self.by_reason.update(summary.rejects_by_reason)
         self.units += len(summary.units)
         self._batches += 1

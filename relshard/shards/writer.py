@@ -51,7 +51,7 @@ from relshard.shards.index import (
     record_columns,
     write_table,
 )
-from relshard.shards.item import WorkItem
+from relshard.shards.item import InputRef, WorkItem
 from relshard.shards.layout import (
     INDEX_DIR,
     REJECTS_DIR,
@@ -395,3 +395,13 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def commit_rejects(root: str, unit: str, rejects: list[Reject], modality: str,
+                   mtime: int = 0) -> WriteSummary:
+    """Commit ``rejects`` (found by the driver: listing errors, bad event rows) as one unit
+    named ``unit`` of rejects only, through the same writer and commit protocol as a run."""
+    writer = ShardWriter(root, unit, max_samples=1, max_bytes=1, mtime=mtime)
+    for rej in rejects:
+        writer.add(WorkItem(InputRef(rej.input_key, rej.uri, modality), reject=rej))
+    return writer.close()

@@ -224,18 +224,9 @@ def locate(entry: dict[str, Any], images: list[SentImage], rules: Rules
     return img.frame, check_box(box, rules), pixels and entry.get("bbox") is not None
 
 
-def _box_on(subject: Subject, frame: int) -> list[float] | None:
-    if subject.frame == frame:
-        return subject.bbox
-    for point in subject.track:
-        if point.frame == frame:
-            return point.bbox
-    return None
-
-
 def overlap(subject: Subject, frame: int, box: Box) -> float:
     """IoU of ``box`` with ``subject``'s box (or face box) on ``frame``; 0 if absent there."""
-    own = _box_on(subject, frame)
+    own = subject.box_on(frame)
     if own is None:
         return 0.0
     best = iou(own, box)

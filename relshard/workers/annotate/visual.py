@@ -55,22 +55,13 @@ def _encode(img: np.ndarray, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
-def _box_at(subject: Subject, frame: int) -> list[float] | None:
-    if subject.frame == frame:
-        return subject.bbox
-    for point in subject.track:
-        if point.frame == frame:
-            return point.bbox
-    return None
-
-
 def draw_subjects(img: np.ndarray, subjects: list[Subject], frame: int) -> np.ndarray:
     """``img`` (BGR) with each subject present in ``frame`` boxed and labelled by id."""
     out = img.copy()
     h, w = out.shape[:2]
     thick = max(1, round(max(h, w) / 300))
     for n, subject in enumerate(subjects):
-        box = _box_at(subject, frame)
+        box = subject.box_on(frame)
         if box is None:
             continue
         r, g, b = _COLOURS[n % len(_COLOURS)]
