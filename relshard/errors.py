@@ -65,17 +65,18 @@ class OutputConflictError(RelshardError):
 class RejectBudgetExceeded(RelshardError):
     """More inputs were rejected than the spec's ``max_reject_fraction`` allows."""
 
-    def __init__(self, rejected: int, seen: int, fraction: float) -> None:
-        super().__init__(rejected, seen, fraction)
+    def __init__(self, rejected: int, seen: int, fraction: float,
+                 retry_hint: str = "re-run with --retry-rejects to retry them") -> None:
+        super().__init__(rejected, seen, fraction, retry_hint)
         self.rejected = rejected
         self.seen = seen
         self.fraction = fraction
+        self.retry_hint = retry_hint
 
     def __str__(self) -> str:
         share = self.rejected / max(self.seen, 1)
         return (
             f"{self.rejected} of {self.seen} inputs ({share:.0%}) were rejected, more than "
             f"output.max_reject_fraction={self.fraction}; read the rejects ledger, fix the "
-            f"cause, and re-run (a plain re-run skips rejected inputs; --retry-rejects "
-            f"retries them)."
+            f"cause, then {self.retry_hint} (a plain re-run skips rejected inputs)."
         )

@@ -151,23 +151,6 @@ _LISTING_SCHEMA = pa.schema([
 ])
 
 
-class RunRejectBudgetExceeded(RejectBudgetExceeded):
-    """:class:`RejectBudgetExceeded` that names how to run the rejected inputs again."""
-
-    def __init__(self, rejected: int, seen: int, fraction: float, retry_hint: str) -> None:
-        super().__init__(rejected, seen, fraction)
-        self.args = (rejected, seen, fraction, retry_hint)
-        self.retry_hint = retry_hint
-
-    def __str__(self) -> str:
-        share = self.rejected / max(self.seen, 1)
-        return (
-            f"{self.rejected} of {self.seen} inputs ({share:.0%}) were rejected, more than "
-            f"output.max_reject_fraction={self.fraction}; read the rejects ledger, fix the "
-            f"cause, then {self.retry_hint} (a plain re-run skips rejected inputs)."
-        )
-
-
 def new_run_id() -> str:
     """``YYYYmmddHHMMSSmmm`` (UTC) + 4 random hex: run ids sort in start order."""
     return datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")[:17] + uuid.uuid4().hex[:4]
@@ -337,8 +320,8 @@ def _run_leased(spec: PipelineSpec, lister: SourceLister, lease: OutputLease,
 
 
 def _budget_error(rejected: int, seen: int, limit: float,
-                  reasons: Counter[str] | None = None) -> RunRejectBudgetExceeded:
+                  reasons: Counter[str] | None = None) -> RejectBudgetExceeded:
     names = sorted(r for r in (reasons or {}) if r)
     hint = ("re-queue them with `relshard run SPEC --retry-rejects"
             + (f" {','.join(names)}`" if names else " REASON,...`"))
-    return RunRejectBudgetExceeded(rejected, seen, limit, hint)
+    return RejectBudgetExceeded(rejected, seen, limit, hint)

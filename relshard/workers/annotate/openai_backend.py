@@ -59,6 +59,7 @@ import math
 import os
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC
@@ -181,7 +182,7 @@ class StatusError(BackendError):
         self.retry_after = retry_after
 
 
-class ChatHTTPClient:
+class ChatHTTPClient(ABC):
     """What both HTTP clients share: concurrency bound, deadline, retries, answer reading.
 
     A subclass opens and closes its transport and implements :meth:`_exchange` (one
@@ -206,16 +207,17 @@ class ChatHTTPClient:
     async def open(self) -> None:
         self._sem = asyncio.Semaphore(self.cfg.max_in_flight)
 
-    async def close(self) -> None:
-        pass
+    async def close(self) -> None:  # noqa: B027 - a transport without resources keeps it
+        """Release the transport (nothing to release in the base)."""
 
+    @abstractmethod
     async def _exchange(self, body: dict[str, Any]) -> Exchange:
-        raise NotImplementedError
+        """One POST of ``body``: status and capped body (see the class doc)."""
 
     @staticmethod
+    @abstractmethod
     async def check_models(cfg: OpenAIAnnotate) -> None:
         """Preflight: raise one-sentence errors (unreachable, refused key, unknown model)."""
-        raise NotImplementedError
 
     def _body(self, req: ChatRequest, schema: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.cfg.model, "messages": wire_messages(req),

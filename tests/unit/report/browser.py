@@ -19,6 +19,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,8 +137,9 @@ def _collect(msg: dict[str, Any], report: PageReport) -> None:
         report.errors.append("log: " + params["entry"].get("text", ""))
 
 
-def open_page(path: Path, timeout: float = 60.0) -> PageReport:
-    """Load ``path`` in headless Chromium and report what loaded and every error."""
+@contextmanager
+def running_chromium(timeout: float = 60.0) -> Iterator[int]:
+    """A headless Chromium with a fresh profile; yields its DevTools port, then stops it."""
     binary = find_chromium()
     if binary is None:
         raise FileNotFoundError("chromium")
@@ -147,10 +150,15 @@ def open_page(path: Path, timeout: float = 60.0) -> PageReport:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
-            port = _wait_port(profile, proc, time.monotonic() + timeout)
-            return asyncio.run(_inspect(port, path.resolve().as_uri(), timeout))
+            yield _wait_port(profile, proc, time.monotonic() + timeout)
         finally:
             _stop(proc)
+
+
+def open_page(path: Path, timeout: float = 60.0) -> PageReport:
+    """Load ``path`` in headless Chromium and report what loaded and every error."""
+    with running_chromium(timeout) as port:
+        return asyncio.run(_inspect(port, path.resolve().as_uri(), timeout))
 
 
 def _stop(proc: subprocess.Popen) -> None:

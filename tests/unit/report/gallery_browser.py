@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.unit.report.browser import FLAGS, PageReport, _collect, _stop, _wait_port, find_chromium
+from tests.unit.report.browser import PageReport, _collect, running_chromium
 
 PROBE = """JSON.stringify({
   title: document.title,
@@ -95,17 +93,5 @@ async def _inspect(port: int, url: str, timeout: float, shot: Path) -> GalleryPa
 
 def open_gallery(path: Path, screenshot: Path, timeout: float = 60.0) -> GalleryPage:
     """Load ``path`` in headless Chromium, probe it and save a full-page screenshot."""
-    binary = find_chromium()
-    if binary is None:
-        raise FileNotFoundError("chromium")
-    with tempfile.TemporaryDirectory(prefix="relshard-chromium-",
-                                     ignore_cleanup_errors=True) as tmp:
-        profile = Path(tmp)
-        proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            port = _wait_port(profile, proc, time.monotonic() + timeout)
-            return asyncio.run(_inspect(port, path.resolve().as_uri(), timeout, screenshot))
-        finally:
-            _stop(proc)
+    with running_chromium(timeout) as port:
+        return asyncio.run(_inspect(port, path.resolve().as_uri(), timeout, screenshot))
