@@ -67,7 +67,7 @@ import numpy as np
 from relshard.record import ATTRIBUTE_ID_RE, PLACEHOLDER_RE, SUBJECT_ID_RE, Subject
 from relshard.shards.item import Frame
 from relshard.workers.annotate.parsing import InvalidAnswer
-from relshard.workers.annotate.visual import VisualError
+from relshard.workers.annotate.visual import VisualError, decode_frame
 from relshard.workers.detect.nms import iou
 from relshard.workers.detect.subjects import crop_subject
 
@@ -169,7 +169,7 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
                     return width, height
                 break
             i += 2 + length
-    img = _decode(data)
+    img = decode_frame(data)
     return img.shape[1], img.shape[0]
 
 
@@ -378,14 +378,6 @@ def ground_answer(part: dict[str, Any], ctx: GroundContext) -> dict[str, Any]:
     return out
 
 
-def _decode(jpeg: bytes) -> np.ndarray:
-    buf = np.frombuffer(jpeg, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        raise VisualError("a stored frame is not a decodable image")
-    return img
-
-
 def model_crops(frames: list[Frame], subjects: list[Subject], side: int = CROP_SIDE,
                 quality: int = CROP_QUALITY) -> dict[str, bytes]:
     """JPEG crops (member suffix -> bytes) of the subjects the model found alone."""
@@ -397,7 +389,7 @@ def model_crops(frames: list[Frame], subjects: list[Subject], side: int = CROP_S
         if not 0 <= s.frame < len(frames):
             raise VisualError(f"subject {s.id} is on frame {s.frame}, which is not stored")
         if s.frame not in decoded:
-            decoded[s.frame] = _decode(frames[s.frame].jpeg)
+            decoded[s.frame] = decode_frame(frames[s.frame].jpeg)
         crop = crop_subject(decoded[s.frame], tuple(s.bbox), side)  # type: ignore[arg-type]
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:

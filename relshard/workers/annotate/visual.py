@@ -31,7 +31,8 @@ def pick_frames(n_frames: int, limit: int) -> list[int]:
     return sorted({round(i * (n_frames - 1) / (limit - 1)) for i in range(limit)})
 
 
-def _decode(jpeg: bytes) -> np.ndarray:
+def decode_frame(jpeg: bytes) -> np.ndarray:
+    """A stored frame's JPEG as a BGR array; :class:`VisualError` when it does not decode."""
     buf = np.frombuffer(jpeg, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
@@ -92,7 +93,7 @@ def sample_images(sample: SampleDraft, *, marks: str, frames_per_request: int,
                                        if 0 <= s.frame < len(sample.frames)})
     images: list[bytes] = []
     for pos in chosen:
-        img = _fit(_decode(sample.frames[pos].jpeg), max_side)
+        img = _fit(decode_frame(sample.frames[pos].jpeg), max_side)
         if marks == "boxes" and sample.subjects:
             img = draw_subjects(img, sample.subjects, pos)
         images.append(_encode(img))
