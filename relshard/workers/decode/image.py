@@ -1,4 +1,4 @@
-"""Image decoding with Pillow (OpenCV for what Pillow cannot read).
+"""Image decoding with Pillow (OpenCV for plain JPEGs and for what Pillow cannot read).
 
 One input gives one :class:`DecodedClip` with one RGB frame, except animations.
 
@@ -9,6 +9,12 @@ One input gives one :class:`DecodedClip` with one RGB frame, except animations.
 - Big JPEGs decode in draft mode (DCT scaling by 1/2, 1/4, 1/8) to at least the
   output size, then ``cv2.resize`` with ``INTER_AREA`` brings them to
   ``decode.max_side``. Frames are never upscaled.
+- Fast path: a JPEG (baseline or progressive) that Pillow's header reads as RGB or L,
+  whose segments and scans are well formed up to an EOI at its very end (NUL padding
+  allowed), is decoded by ``cv2.imdecode`` with the draft's DCT scaling (the same
+  libjpeg-turbo math: the same pixels) and recorded with ``decoder`` ``"opencv"``.
+  Anything else (CMYK, MPO, trailing data, a truncated or damaged marker layout, a
+  decode OpenCV refuses or sizes otherwise) takes the Pillow path and its verdicts.
 - Colour: grayscale and CMYK become RGB; transparency (RGBA, LA, PA, P with a
   transparent colour) is composited on white; 16-bit and 32-bit data are scaled to
   8 bits over their full range (16-bit: value / 257), never clipped.
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 import warnings
 from collections.abc import Callable
@@ -58,11 +65,26 @@ from relshard.workers.decode.base import (
 from relshard.workers.decode.files import MediaFile
 
 DECODER = "pillow"
+FAST_JPEG_DECODER = "opencv"
 ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})
 DEFAULT_FRAME_MS = 100
 _ORIENTATION_TAG = 0x0112
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "La", "RGBa", "PA"})
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_JPEG_EOI, _JPEG_SOS = 0xD9, 0xDA
+_JPEG_BARE = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})  # TEM, SOI, RSTn: no length
+# What may follow a scan: DHT, DQT, DRI, SOS, COM, APPn (no second frame, no DNL).
+_JPEG_AFTER_SCAN = frozenset({0xC4, 0xDB, 0xDD, 0xDA, 0xFE, *range(0xE0, 0xF0)})
+# In entropy-coded data 0xFF is followed by 0x00 (stuffing), RSTn or a fill 0xFF; else a marker.
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Pillow mode -> the cv2.imdecode flags for each DCT scale, and the conversion to RGB.
+_FAST_JPEG_FLAGS: dict[str, dict[int, int]] = {
+    "RGB": {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8},
+    "L": {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+          4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8},
+}
+_FAST_JPEG_TO_RGB = {"RGB": cv2.COLOR_BGR2RGB, "L": cv2.COLOR_GRAY2RGB}
 
 # Pillow decodes what it must not: keep the strict default, whatever imported us.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -229,19 +251,80 @@ def _still_frame(im: Image.Image, cfg: DecodeSpec) -> np.ndarray:
     return resize_to(to_rgb_array(im), target)
 
 
-def _decode_still(media: MediaFile, data: bytes, sha: str, im: Image.Image,
-                  cfg: DecodeSpec, warns: list[str]) -> DecodedClip:
-    size = im.size
-    fmt = (im.format or media.format or "").lower()
+def _dct_scale(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """The DCT scaling Pillow's JPEG draft picks: the largest of 8, 4, 2 (else 1) that
+    keeps both sides at least ``target``."""
+    ratio = min(size[0] // target[0], size[1] // target[1])
+    return next((s for s in (8, 4, 2) if ratio >= s), 1)
+
+
+def _plain_jpeg_layout(data: bytes) -> bool:
+    """Whether the JPEG's segments and scans are well formed up to an EOI at its very end
+    (NUL padding allowed).
+
+    A file this refuses (truncated, trailing data, stray markers from damage) keeps the
+    Pillow path, which rejects what libjpeg errors on where OpenCV returns a damaged frame.
+    """
+    end = len(data.rstrip(b"\x00"))
+    pos, scanned = 2, False  # after SOI
+    while pos + 4 <= end and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == _JPEG_EOI or marker in _JPEG_BARE or length < 2 or \
+                (scanned and marker not in _JPEG_AFTER_SCAN):
+            return False
+        pos += 2 + length
+        if marker == _JPEG_SOS:
+            scanned = True
+            found = _JPEG_SCAN_END.search(data, pos, end)
+            pos = found.start() if found else end
+    return scanned and pos + 2 == end and data[pos:end] == b"\xff\xd9"
+
+
+def _fast_jpeg_frame(im: Image.Image, data: bytes, cfg: DecodeSpec) -> np.ndarray | None:
+    """The frame of a plain RGB or L JPEG decoded by OpenCV, or None for the Pillow path.
+
+    Same DCT scaling as the draft in :func:`_still_frame`, same resize; EXIF orientation
+    is left to the caller (``IMREAD_IGNORE_ORIENTATION``).
+    """
+    flags = _FAST_JPEG_FLAGS.get(im.mode)
+    if im.format != "JPEG" or flags is None or not _plain_jpeg_layout(data):
+        return None
+    width, height = im.size
+    target = fit_size(width, height, cfg.max_side)
+    scale = _dct_scale(im.size, target)
     try:
-        frame = _still_frame(im, cfg)
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8),
+                           flags[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        return None
+    if arr is None or arr.shape[:2] != (-(-height // scale), -(-width // scale)):
+        return None
+    return cv2.cvtColor(resize_to(arr, target), _FAST_JPEG_TO_RGB[im.mode])
+
+
+def _pillow_frame(media: MediaFile, data: bytes, im: Image.Image, cfg: DecodeSpec) -> np.ndarray:
+    try:
+        return _still_frame(im, cfg)
     except MemoryError:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
         raise _failure(data, media.format, exc) from None
+
+
+def _decode_still(media: MediaFile, data: bytes, sha: str, im: Image.Image,
+                  cfg: DecodeSpec, warns: list[str]) -> DecodedClip:
+    size = im.size
+    fmt = (im.format or media.format or "").lower()
+    frame, decoder = _fast_jpeg_frame(im, data, cfg), FAST_JPEG_DECODER
+    if frame is None:
+        frame, decoder = _pillow_frame(media, data, im, cfg), DECODER
     orientation = _orientation(im, warns)  # after load: a PNG's eXIf may follow its pixels
     frame = apply_orientation(frame, orientation)
-    src = _source(media, sha, fmt, size, orientation,
+    src = _source(media, sha, fmt, size, orientation, decoder=decoder,
                   frame_width=frame.shape[1], frame_height=frame.shape[0])
     return DecodedClip(source=src, frames=[frame], warnings=warns)
 

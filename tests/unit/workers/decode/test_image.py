@@ -84,7 +84,8 @@ def test_common_formats_decode_to_rgb_with_their_source_record(tmp_path, fmt, ex
     assert frame.flags.c_contiguous and frame.flags.writeable
     assert_quadrants(frame, tol)
     src = clip.source
-    assert (src.modality, src.format, src.decoder) == ("image", fmt.lower(), "pillow")
+    decoder = image_module.FAST_JPEG_DECODER if fmt == "JPEG" else "pillow"  # the fast path
+    assert (src.modality, src.format, src.decoder) == ("image", fmt.lower(), decoder)
     assert src.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert src.size == path.stat().st_size and src.uri == str(path) and src.input_key == "k"
     assert (src.width, src.height, src.frame_width, src.frame_height) == (64, 48, 64, 48)
@@ -217,6 +218,7 @@ def test_rotated_jpeg_reports_its_upright_size(tmp_path):
 
 
 def test_big_jpeg_uses_draft_mode_and_matches_a_full_decode(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_module, "_fast_jpeg_frame", lambda im, data, c: None)  # Pillow path
     rng = np.random.default_rng(0)
     smooth = cv2.resize(rng.integers(0, 255, (30, 40, 3), np.uint8), (4000, 3000),
                         interpolation=cv2.INTER_CUBIC)
