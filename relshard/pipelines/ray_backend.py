@@ -47,10 +47,24 @@ def _table_from_items(items: list[WorkItem]) -> pa.Table:
     )
 
 
+def _payloads_from_table(table: pa.Table) -> list[bytes]:
+    if "payload" in table.column_names:
+        return list(table.column("payload").to_pylist())
+    return [it.to_bytes() for it in _items_from_table(table)]
+
+
+def _run_stage(stage: Stage, table: pa.Table) -> pa.Table:
+    if stage.takes_payloads():  # bytes through: no WorkItem objects in this worker
+        out = stage.process_payloads(_payloads_from_table(table))
+        return pa.table([table.column("input_key"), pa.array(out, pa.binary())],
+                        schema=PAYLOAD_SCHEMA)
+    return _table_from_items(stage.process_batch(_items_from_table(table)))
+
+
 def _process(stage: Stage, table: pa.Table, monitor: Any) -> pa.Table:
     try:
         with gc_paused():
-            return _table_from_items(stage.process_batch(_items_from_table(table)))
+            return _run_stage(stage, table)
     except RelshardError as exc:  # Ray Data wraps it untyped: the driver reads the monitor
         report_failure(monitor, exc)
         raise

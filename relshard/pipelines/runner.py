@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from relshard.deps import require_extra
 from relshard.errors import OutputConflictError, RejectBudgetExceeded, RelshardError
@@ -41,10 +42,11 @@ from relshard.shards.lease import OutputLease
 from relshard.shards.ledger import RejectRow, ResumePlan, RetrySelection, plan_resume
 from relshard.shards.manifest import build_manifest, write_manifest
 from relshard.shards.recovery import committed_units, recover
-from relshard.spec import PipelineSpec
+from relshard.spec import PipelineSpec, Resources
 from relshard.workers.annotate.base import preflight
 from relshard.workers.annotate.registry import build_annotator
 from relshard.workers.annotate.stage import AnnotateStage
+from relshard.workers.decode.formats import VIDEO_EXTENSIONS
 from relshard.workers.detect.backends import preflight_detector
 from relshard.workers.media import MediaStage
 from relshard.workers.stage import Stage
@@ -112,13 +114,37 @@ class RunSummary:
         return data
 
 
-def build_stages(spec: PipelineSpec) -> list[Stage]:
-    """The ordered stages of a spec (pure: no Ray)."""
+def _runs_beside(stage: Stage, resources: Resources) -> bool:
+    """Whether ``stage`` can run inside a task with ``resources``: no state to load
+    once per worker, no GPU, and the same resources (else it keeps its own tasks)."""
+    return not stage.stateful and not stage.resources.num_gpus and stage.resources == resources
+
+
+def video_share(tables: list[pa.Table]) -> float:
+    """The fraction of listed inputs whose name ends in a video extension."""
+    pattern = r"(?i)\.(" + "|".join(sorted(VIDEO_EXTENSIONS)) + r")$"
+    total = sum(t.num_rows for t in tables)
+    videos = sum(pc.sum(pc.match_substring_regex(t.column("uri"), pattern)).as_py() or 0
+                 for t in tables)
+    return videos / total if total else 0.0
+
+
+def build_stages(spec: PipelineSpec, video_share: float = 0.0) -> list[Stage]:
+    """The ordered stages of a spec (pure: no Ray). ``video_share``: the fraction of
+    inputs that are videos, which sizes the media stage's tasks when the spec does not
+    (``decode.batch_size``)."""
     n_events = sum(1 for s in spec.sources if s.modality == "events")
     if n_events and n_events == len(spec.sources):
         return [EventsStage(spec.decode, spec.plugins)]
-    stages: list[Stage] = [MediaStage(spec.decode, spec.detect, spec.plugins),
-                           AnnotateStage(spec.annotate, spec.plugins)]
+    annotate = AnnotateStage(spec.annotate, spec.plugins)
+    if _runs_beside(annotate, spec.decode.resources):
+        # a stateless CPU annotator (the heuristic) runs on each input right after its
+        # decode, in the same process (the decode child when isolated): one trip
+        stages: list[Stage] = [MediaStage(spec.decode, spec.detect, spec.plugins,
+                                          followers=[annotate], video_share=video_share)]
+    else:
+        stages = [MediaStage(spec.decode, spec.detect, spec.plugins, video_share=video_share),
+                  annotate]
     if n_events:  # media and event logs in one spec: event inputs skip the media stages
         return [*(SkipEvents(s) for s in stages), EventsStage(spec.decode, spec.plugins)]
     return stages
@@ -271,7 +297,8 @@ def _run_leased(spec: PipelineSpec, lister: SourceLister, lease: OutputLease,
 
         try:
             results = ray_backend.execute(spec, spec.output.path, run_id, listing.tables,
-                                          listing.todo, build_stages(spec),
+                                          listing.todo,
+                                          build_stages(spec, video_share(listing.tables)),
                                           credit=events.summary.rows_ok,
                                           rejected_before=driver_rejected,
                                           rows_per_write=events.summary.rows_per_write(spec))

@@ -2,11 +2,14 @@
 
 A decoder that segfaults on one malformed video would take its Ray worker down,
 and Ray Data retries a deterministic crash until the whole run fails. Instead,
-each worker keeps one long-lived child process and sends it one input at a time
-over a pipe, as msgpack bytes (no pickle). When the child dies or overruns the
-time limit, the input that was in it is known exactly: it is retried in a fresh
-child up to ``crash_retries`` times, then rejected (``worker_crash`` or
-``timeout``), and the worker carries on.
+each worker keeps one long-lived child process and streams it a task's inputs
+over a pipe, as msgpack bytes (no pickle): the next input is already queued when
+the child finishes one (``PIPELINE_DEPTH``), so the child never waits for its
+parent between inputs. The child answers in order, one message per input, so
+when it dies or overruns the time limit the input that was in it is known
+exactly: that input is retried alone in a fresh child up to ``crash_retries``
+times, then rejected (``worker_crash`` or ``timeout``); the inputs queued behind
+it go to the fresh child, and the worker carries on.
 
 The child is started with the ``spawn`` method (safe beside Ray's threads), caps
 its own address space when asked (a decompression bomb fails there, not in the
@@ -20,7 +23,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, cast
@@ -35,6 +38,12 @@ Handler = Callable[[dict[str, Any], bytes], bytes]
 READY = b"relshard-child-ready"
 FAILED = b"relshard-child-failed:"  # + one sentence: the child cannot run (a plugin import)
 STARTUP_TIMEOUT_S = 300.0  # imports on a loaded node can take long; not an input's fault
+# Inputs sent ahead of the one the child is working on. Queued payloads sit in the
+# pipe's buffer (64 KiB on Linux) while the child writes its answer, so only small
+# payloads (input references) are sent ahead: a large one waits its turn, or parent
+# and child could each block writing to the other.
+PIPELINE_DEPTH = 2
+PIPELINE_MAX_PAYLOAD = 16 * 1024
 
 
 @dataclass
@@ -126,44 +135,89 @@ class IsolatedRunner:
             self._conn.close()
         self._proc, self._conn = None, None
 
-    def _call_once(self, payload: bytes) -> bytes | ChildFailure:
+    def _crash_failure(self) -> ChildFailure:
+        """The child's pipe broke: reap it and say how it ended."""
+        assert self._proc is not None
+        self._proc.join(timeout=5)
+        code = self._proc.exitcode
+        self._kill()
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            detail = f"decoder process killed by {name}"
+        else:
+            detail = f"decoder process exited with code {code}"
+        return ChildFailure("worker_crash", detail, 1)
+
+    def _stream(self, payloads: Sequence[bytes], first: int,
+                out: list[bytes | ChildFailure]) -> ChildFailure | None:
+        """Run ``payloads[first:]`` in the child, appending answers to ``out`` in order.
+
+        Returns None when every payload was answered, else the failure of the payload
+        at ``len(out)`` (the child is gone then; the ones after it were not answered).
+        """
         if self._proc is None or not self._proc.is_alive():
             if self._proc is not None:
                 self._kill()
             self._start()
         assert self._conn is not None and self._proc is not None
+        conn, n = self._conn, len(payloads)
+        small = [len(p) <= PIPELINE_MAX_PAYLOAD for p in payloads]
+        sent = first
         try:
-            self._conn.send_bytes(payload)
-            if not self._conn.poll(self.timeout_s):
-                self._kill()
-                return ChildFailure("timeout", f"no result within {self.timeout_s:g} s", 1)
-            return self._conn.recv_bytes()
+            for i in range(first, n):
+                # keep the child fed: send up to PIPELINE_DEPTH payloads ahead of i
+                while sent < n and (sent == i or (sent - i < PIPELINE_DEPTH
+                                                  and all(small[i:sent + 1]))):
+                    conn.send_bytes(payloads[sent])
+                    sent += 1
+                # the child is sequential: payload i's clock starts at answer i-1
+                if not conn.poll(self.timeout_s):
+                    self._kill()
+                    return ChildFailure("timeout", f"no result within {self.timeout_s:g} s", 1)
+                out.append(conn.recv_bytes())
         except (EOFError, OSError, BrokenPipeError):
-            self._proc.join(timeout=5)
-            code = self._proc.exitcode
-            self._kill()
-            if code is not None and code < 0:
-                try:
-                    name = signal.Signals(-code).name
-                except ValueError:
-                    name = f"signal {-code}"
-                detail = f"decoder process killed by {name}"
-            else:
-                detail = f"decoder process exited with code {code}"
-            return ChildFailure("worker_crash", detail, 1)
+            return self._crash_failure()
+        return None
 
-    def call(self, payload: bytes) -> bytes | ChildFailure:
-        """Run one payload; retry crashes and time-outs in a fresh child, then give up."""
-        failure: ChildFailure | None = None
-        for attempt in range(1, self.crash_retries + 2):
+    def _call_once(self, payload: bytes) -> bytes | ChildFailure:
+        out: list[bytes | ChildFailure] = []
+        failure = self._stream([payload], 0, out)
+        return out[0] if failure is None else failure
+
+    def _note_failure(self, failure: ChildFailure, attempt: int) -> ChildFailure:
+        self.restarts += 1  # the child was killed or died: the next call starts a new one
+        log.warning("isolated call failed (%s, attempt %d)", failure.detail, attempt)
+        return ChildFailure(failure.reason, failure.detail, attempt)
+
+    def _retry(self, payload: bytes, failure: ChildFailure) -> bytes | ChildFailure:
+        """Retry a payload that failed once, alone in fresh children, then give up."""
+        failure = self._note_failure(failure, 1)
+        for attempt in range(2, self.crash_retries + 2):
             result = self._call_once(payload)
             if not isinstance(result, ChildFailure):
                 return result
-            self.restarts += 1  # the child was killed or died: the next call starts a new one
-            failure = ChildFailure(result.reason, result.detail, attempt)
-            log.warning("isolated call failed (%s, attempt %d)", result.detail, attempt)
-        assert failure is not None
+            failure = self._note_failure(result, attempt)
         return failure
+
+    def call_many(self, payloads: Sequence[bytes]) -> list[bytes | ChildFailure]:
+        """Run payloads in order, streamed through the child; one answer per payload.
+
+        A crash or time-out rejects only the payload that caused it (after its
+        retries); the payloads behind it run in the next child.
+        """
+        out: list[bytes | ChildFailure] = []
+        while len(out) < len(payloads):
+            failure = self._stream(payloads, len(out), out)
+            if failure is not None:
+                out.append(self._retry(payloads[len(out)], failure))
+        return out
+
+    def call(self, payload: bytes) -> bytes | ChildFailure:
+        """Run one payload; retry crashes and time-outs in a fresh child, then give up."""
+        return self.call_many([payload])[0]
 
     def close(self) -> None:
         self._kill()

@@ -5,6 +5,11 @@ Decoding and detection run together, in the isolated child process when
 what comes back is compact (JPEG frames, crops, detections). The handler
 :func:`prepare_payload` is what the child runs; :class:`MediaStage` is the Stage
 the pipeline schedules.
+
+``followers``: cheap stateless stages (the heuristic annotator) that run right
+after, on the same input, in the same process — in the child when isolated — so an
+input crosses the pipe once and what comes back is already the row the shard
+writer takes (:meth:`MediaStage.process_payloads`); the worker only forwards bytes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from relshard.workers.stage import Stage
 
 STAGE = "decode"
 HANDLER = "relshard.workers.media:prepare_payload"
+# Inputs per Ray task when decode.batch_size is not set (bench/README.md, issue #17): a
+# task costs ~50 ms of scheduling and data movement, so an image task (~5 ms an input)
+# takes 64 of them; a video (~100 ms for 8 frames) is worth a task of 8.
+IMAGE_BATCH = 64
+VIDEO_BATCH = 8
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
@@ -100,32 +110,49 @@ def limit_threads(num_cpus: float) -> None:
     cv2.setNumThreads(max(1, int(num_cpus)))
 
 
+def _run_followers(items: list[WorkItem], followers: Sequence[Stage]) -> list[WorkItem]:
+    for stage in followers:
+        items = stage.process_batch(items)
+    return items
+
+
 def prepare_payload(config: dict[str, Any], payload: bytes) -> bytes:
     """Child-process entry point: WorkItem bytes in, WorkItem bytes out."""
     limit_threads(config["num_cpus"])
     decode, _, detector = _configs(config["decode"], config["detect"])
-    return prepare(WorkItem.from_bytes(payload), decode, detector).to_bytes()
+    item = prepare(WorkItem.from_bytes(payload), decode, detector)
+    return _run_followers([item], config["followers"])[0].to_bytes()
 
 
 class MediaStage(Stage):
-    """Decode + detect (+ encode), optionally isolated in a child process."""
+    """Decode + detect (+ encode), optionally isolated in a child process, then the
+    ``followers`` on each input in the same process."""
 
     name = STAGE
 
-    def __init__(self, decode: DecodeSpec, detect: DetectSpec, plugins: list[str] | None = None):
+    def __init__(self, decode: DecodeSpec, detect: DetectSpec, plugins: list[str] | None = None,
+                 followers: Sequence[Stage] = (), video_share: float = 0.0) -> None:
         self.decode = decode
         self.detect = detect
         self.plugins = plugins or []
-        self.batch_size = decode.batch_size or 4
+        self.followers = list(followers)
+        self.batch_size = decode.batch_size or (VIDEO_BATCH if video_share >= 0.5
+                                                else IMAGE_BATCH)
         self.resources: Resources = decode.resources
+        # the child gets this through spawn (our own objects, never shard data)
         self._config: dict[str, Any] = {
             "decode": decode.model_dump_json(), "detect": detect.model_dump_json(),
-            "num_cpus": self.resources.num_cpus}
+            "num_cpus": self.resources.num_cpus, "followers": self.followers}
+        self._key = "|".join([self._config["decode"], self._config["detect"], *self.plugins,
+                              *(f.config_key() for f in self.followers)])
+
+    def takes_payloads(self) -> bool:
+        """Isolated: inputs go to the child as bytes and come back as the writer's rows."""
+        return self.decode.isolate
 
     def _runner(self) -> IsolatedRunner:
-        key = self._config["decode"] + self._config["detect"] + ",".join(self.plugins)
         return shared_runner(
-            key,
+            self._key,
             lambda: IsolatedRunner(
                 HANDLER, self._config, timeout_s=self.decode.timeout_s,
                 crash_retries=self.decode.crash_retries,
@@ -134,21 +161,28 @@ class MediaStage(Stage):
             HANDLER,
         )
 
+    def process_payloads(self, payloads: list[bytes]) -> list[bytes]:
+        """WorkItem bytes in, WorkItem bytes out, through the child; the worker decodes
+        only the inputs the child failed on (to record why)."""
+        out = []
+        for payload, result in zip(payloads, self._runner().call_many(payloads), strict=True):
+            if isinstance(result, ChildFailure):
+                item = WorkItem.from_bytes(payload)
+                result = item.fail(STAGE, result.reason, result.detail,
+                                   attempts=result.attempts).to_bytes()
+            out.append(result)
+        return out
+
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         import_plugins(self.plugins)  # once per process: plugin decoders and detectors
         if not self.decode.isolate:
             limit_threads(self.resources.num_cpus)
             decode, _, detector = _configs(self._config["decode"], self._config["detect"])
-            return [prepare(it, decode, detector) for it in items]
-        runner = self._runner()
-        out = []
-        for it in items:
-            if it.rejected:
-                out.append(it)
-                continue
-            result = runner.call(it.to_bytes())
-            if isinstance(result, ChildFailure):
-                out.append(it.fail(STAGE, result.reason, result.detail, attempts=result.attempts))
-            else:
-                out.append(WorkItem.from_bytes(result))
+            return _run_followers([prepare(it, decode, detector) for it in items],
+                                  self.followers)
+        live = [i for i, it in enumerate(items) if not it.rejected]
+        results = self.process_payloads([items[i].to_bytes() for i in live])
+        out = list(items)
+        for i, blob in zip(live, results, strict=True):
+            out[i] = WorkItem.from_bytes(blob)
         return out

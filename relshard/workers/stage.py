@@ -25,6 +25,20 @@ class Stage(ABC):
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Release what setup() acquired."""
 
+    def config_key(self) -> str:
+        """Tells stages with different settings apart (a worker caches per key)."""
+        return type(self).__qualname__
+
+    def takes_payloads(self) -> bool:
+        """True: the backend may hand :meth:`process_payloads` the inputs' WorkItem bytes
+        and store what it returns as they are (no WorkItem objects in the worker)."""
+        return False
+
+    def process_payloads(self, payloads: list[bytes]) -> list[bytes]:
+        """WorkItem bytes in, WorkItem bytes out (same length and order)."""
+        items = self.process_batch([WorkItem.from_bytes(p) for p in payloads])
+        return [it.to_bytes() for it in items]
+
     @abstractmethod
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         """Process items in place; return a list of the same length and order.

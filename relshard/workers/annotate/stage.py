@@ -29,6 +29,9 @@ class AnnotateStage(Stage):
         self.stateful = spec.backend != "heuristic"
         self._annotator: Annotator | None = None
 
+    def config_key(self) -> str:
+        return f"{type(self).__qualname__}:{self.spec.model_dump_json()}:{','.join(self.plugins)}"
+
     def setup(self) -> None:
         if self._annotator is None:
             import_plugins(self.plugins)  # once per process: a plugin backend registers

@@ -50,3 +50,38 @@ def test_hang_times_out_and_the_next_call_works():
         assert runner.call(b"ok") == b"OK"
     finally:
         runner.close()
+
+
+def test_a_streamed_batch_rejects_only_the_input_that_crashed():
+    runner = _runner(crash_retries=1)
+    try:
+        payloads = [b"a", b"b", b"crash here", b"c", b"d", b"abort", b"e"]
+        out = runner.call_many(payloads)
+        assert out[:2] == [b"A", b"B"] and out[3:5] == [b"C", b"D"] and out[6] == b"E"
+        for bad in (out[2], out[5]):
+            assert isinstance(bad, ChildFailure) and bad.reason == "worker_crash"
+            assert bad.attempts == 2  # the first try in the stream, one retry alone
+        assert runner.restarts == 4
+    finally:
+        runner.close()
+
+
+def test_a_hang_in_a_streamed_batch_times_out_alone():
+    runner = _runner(timeout_s=1.0, crash_retries=0)
+    try:
+        out = runner.call_many([b"x", b"hang", b"y"])
+        assert out[0] == b"X" and out[2] == b"Y"
+        assert isinstance(out[1], ChildFailure) and out[1].reason == "timeout"
+    finally:
+        runner.close()
+
+
+def test_large_payloads_are_not_sent_ahead_and_still_come_back():
+    big = b"p" * (300 * 1024)  # bigger than a pipe's buffer: sent one at a time
+    runner = _runner()
+    try:
+        out = runner.call_many([big, b"small", big, b"crash", big])
+        assert out[0] == out[2] == out[4] == big.upper()
+        assert out[1] == b"SMALL" and isinstance(out[3], ChildFailure)
+    finally:
+        runner.close()
