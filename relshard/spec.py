@@ -144,7 +144,9 @@ class DecodeSpec(_Spec):
     timeout_s: float = Field(default=300.0, gt=0, description="per-input decode time limit")
     crash_retries: int = Field(default=1, ge=0, le=5, description="retries after a crash")
     max_memory_mb: int | None = Field(default=8192, ge=256, description="child address space")
-    batch_size: int | None = Field(default=None, ge=1, description="inputs per Ray task")
+    batch_size: int | None = Field(
+        default=None, ge=1, description="inputs per Ray task; None: 256 images or 16 videos "
+        "(by what most inputs are)")
     resources: Resources = Field(default_factory=Resources)
     window: EventWindow | None = Field(default=None, description="event windows")
 

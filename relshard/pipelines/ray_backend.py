@@ -206,6 +206,20 @@ def _split(tables: list[pa.Table], blocks: int) -> list[pa.Table]:
     return [t.slice(i, size) for t in tables for i in range(0, t.num_rows, size)]
 
 
+def _writers(stages: list[Stage], cpus: int) -> int:
+    """Concurrent write tasks. Writers reserve no CPU (reserving one starved the maps on
+    small machines), so their number is capped instead: unbounded, Ray started a worker
+    process per concurrent write, each re-importing everything (16 processes in a 16 s
+    run on 2 CPUs). Event runs write hundreds of samples an input: at half the CPUs the
+    writer was their bottleneck (10M events: 37-41 s vs 32 s), so they get one per CPU.
+    A media input costs the writer ~0.25 ms against ~5 ms (an image) to make it, so one
+    writer per 4 CPUs keeps up and leaves the CPUs to the maps (6,000 images on 2 CPUs:
+    2 writers 160-194 img/s, 1 writer 196-229 img/s)."""
+    if any(stage.name == "events" for stage in stages):
+        return max(1, cpus)
+    return max(1, cpus // 4)
+
+
 def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table], n_inputs: int,
             stages: list[Stage], credit: int = 0, rejected_before: int = 0,
             rows_per_write: int | None = None) -> list[dict[str, Any]]:
@@ -237,14 +251,9 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
                          rows_per_write=(rows_per_write or spec.output.write_batch_inputs
                                          or spec.output.WRITE_BATCH_DEFAULT))
     try:
-        # Writers reserve no CPU (reserving one starved the maps on small machines), so
-        # their number is capped instead, at one per CPU: unbounded, Ray started a worker
-        # process per concurrent write, each re-importing everything (16 processes in a
-        # 16 s run on 2 CPUs); at half the CPUs the writer was the bottleneck of event
-        # runs (10M events: dataset 37-41 s vs 32 s, three runs each).
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0,
                                                  "max_retries": spec.runtime.max_task_retries},
-                          concurrency=max(1, cpus))
+                          concurrency=_writers(stages, cpus))
     except Exception as exc:
         inner = _monitor_failure(monitor) or relshard_error(exc)
         if inner is not None:

@@ -78,6 +78,8 @@ def nms(boxes: Sequence[BoxLike] | np.ndarray, scores: Sequence[float] | np.ndar
     sc = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(sc) != len(arr):
         raise ValueError(f"{len(arr)} boxes but {len(sc)} scores")
+    if len(arr) < 2:  # nothing to suppress (most frames: no face or one)
+        return list(range(len(arr)))
     order = sorted(range(len(arr)), key=lambda i: (-sc[i], i))
     overlaps = iou_matrix(arr, arr)
     kept: list[int] = []
