@@ -102,8 +102,12 @@ def _positive(value: float) -> float | None:
 
 
 def probe_video(path: str) -> Probe | None:
-    """Container metadata through OpenCV, or None if it cannot open the file."""
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    """Container metadata through OpenCV, or None if it cannot open the file.
+
+    One codec thread: nothing is decoded, and OpenCV would otherwise start (and join) a
+    decoder thread per CPU of the machine for each probe.
+    """
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     try:
         if not cap.isOpened():
             return None
@@ -144,7 +148,10 @@ class FrameReader(Protocol):
     name: str
     count: int  # frames it can index
     fps: float | None
-    size: tuple[int, int]  # source (width, height) after rotation
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The source (width, height) after rotation (PyAV: from the first frame it decodes)."""
 
     def read(self, indices: list[int]) -> tuple[list[int], list[np.ndarray]]: ...
 

@@ -9,20 +9,25 @@ frame in presentation order, as decord and OpenCV number them), and the keyframe
 say where decoding can start. Nothing but those integers is kept. The demux reads at
 most the file (other streams are discarded by the demuxer), and it stops at the first
 packet the file cannot give: a truncated file yields fewer packets than the container
-declares, which the caller compares (``truncated``, ``frame_count_readable``).
+declares, which the caller compares (``truncated``, ``frame_count_readable``). Opening
+decodes nothing: the size, the output size and the rotation come from the first frame
+the reader decodes (the first wanted frame; the first frame of the file when they are
+asked for before any read, or when no wanted frame decodes: a file where even that one
+does not decode fails with :class:`ReaderFailed`, so the next reader is tried).
 
 Reading sampled frames: for each wanted frame (in ascending order), when a keyframe lies
 between the last decoded frame and the wanted one (or the wanted one is behind), the
 reader seeks to the keyframe at or before it and decodes forward; otherwise it keeps
 decoding from where it is. Only the wanted frames are converted to RGB, straight at the
-output size (swscale scales and converts in one pass, area averaging), then turned by
-the display matrix (phones' rotation metadata), as the other backends do. Every decode
-loop is bounded by the number of packets between the keyframe and the wanted frame (plus
-a margin for reordered B-frames): a broken file gives a missing frame, never a hang.
+output size (swscale scales and converts in one pass, area averaging, with one swscale
+context per reader), then turned by the display matrix (phones' rotation metadata), as
+the other backends do. Every decode loop is bounded by the number of packets between
+the keyframe and the wanted frame (plus a margin for reordered B-frames): a broken file
+gives a missing frame, never a hang.
 
-Threads: ``decode.video_threads`` codec threads (0: one per CPU the stage asked for),
-slice threading (frame threading delays each output by one frame per thread, which a
-seek pays again every time).
+Threads: ``decode.video_threads`` codec and swscale threads (0: one per CPU the stage
+asked for), slice threading (frame threading delays each output by one frame per thread,
+which a seek pays again every time).
 
 :meth:`PyAVReader.cut` remuxes the packets of one clip (from the keyframe at or before
 its first frame to its last frame, plus any later-decoded reference frame the last
@@ -35,6 +40,7 @@ import bisect
 import io
 from typing import Any
 
+import cv2
 import numpy as np
 
 from relshard.spec import DecodeSpec
@@ -66,10 +72,15 @@ def _threads(cfg: DecodeSpec) -> int:
     return cfg.video_threads or max(1, int(cfg.resources.num_cpus or 1))
 
 
+# quarter turns counterclockwise -> cv2.rotate's code (what np.rot90 gives, without its
+# strided copy)
+_ROTATIONS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
 def _rotate(frame: np.ndarray, degrees: float) -> np.ndarray:
     """Turn a decoded frame upright: ``degrees`` is the display matrix's counterclockwise angle."""
     turns = round(degrees / 90) % 4
-    return np.rot90(frame, turns) if turns else frame
+    return cv2.rotate(frame, _ROTATIONS[turns]) if turns else frame
 
 
 class PyAVReader:
@@ -81,6 +92,10 @@ class PyAVReader:
         self.av = import_av()
         self.path = path
         self.max_side = cfg.max_side
+        self.threads = _threads(cfg)
+        # one scaler for every frame: a frame's own to_ndarray() builds a new swscale
+        # context (and, threads unset, a thread pool) per call
+        self._scaler = self.av.video.reformatter.VideoReformatter()
         try:
             self.container = self.av.open(path, mode="r", metadata_errors="ignore")
         except Exception as exc:  # av.FFmpegError, OSError, UnicodeDecodeError
@@ -104,28 +119,51 @@ class PyAVReader:
             if other.index != stream.index:
                 other.discard = self.av.stream.Discard.all  # the demuxer skips their bytes
         ctx = stream.codec_context
-        ctx.thread_count = _threads(cfg)
+        ctx.thread_count = self.threads
         ctx.thread_type = "SLICE"
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate and float(rate) > 0 else None
         self.time_base = float(stream.time_base) if stream.time_base else None
         self.declared = int(stream.frames) if stream.frames and stream.frames > 0 else None
+        self._frames: Any = None
+        self._last: int | None = None  # pts of the last decoded frame
         self._timeline()
         self.count = len(self.pts)
         if self.count == 0:
             raise ReaderFailed("pyav: no video packets")
-        self._frames: Any = None
-        self._last: int | None = None  # pts of the last decoded frame
-        self.rotation = 0.0
-        first = self._first_frame()
-        coded = (first.width, first.height)
-        self.rotation = float(getattr(first, "rotation", 0) or 0)
+        self._probe = probe
+        self._geometry: tuple[tuple[int, int], tuple[int, int]] | None = None  # size, target
+        self.rotation = 0.0  # set with the geometry
+
+    # -- geometry: from the first frame decoded --
+
+    def _learn(self, frame: Any) -> None:
+        """Size, output size and rotation from a decoded frame (the first the reader decodes)."""
+        coded = (frame.width, frame.height)
+        self.rotation = float(getattr(frame, "rotation", 0) or 0)
         turned = round(self.rotation / 90) % 2 == 1
-        self.size = (coded[1], coded[0]) if turned else coded
+        size = (coded[1], coded[0]) if turned else coded
+        probe = self._probe
         if probe and probe.width and probe.height and (probe.width, probe.height) in (
-                self.size, self.size[::-1]):
-            self.size = (probe.width, probe.height)
-        self.target = fit_size(coded[0], coded[1], self.max_side)
+                size, size[::-1]):
+            size = (probe.width, probe.height)
+        self._geometry = (size, fit_size(coded[0], coded[1], self.max_side))
+
+    def _known_geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        if self._geometry is None:  # asked before any read: decode the first frame for it
+            self._learn(self._first_frame())
+        assert self._geometry is not None
+        return self._geometry
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The source (width, height) after rotation."""
+        return self._known_geometry()[0]
+
+    @property
+    def target(self) -> tuple[int, int]:
+        """The (width, height) frames are decoded at: the coded size fit to ``max_side``."""
+        return self._known_geometry()[1]
 
     def _timeline(self) -> None:
         """Presentation timestamps of every packet (sorted) and those of keyframes."""
@@ -159,19 +197,15 @@ class PyAVReader:
         keys.sort()
         self.pts = pts
         self.keys = keys or pts[:1]
-        self._rewind()
-
-    def _rewind(self) -> None:
-        self._frames = None
-        self._last = None
-        if self.pts:
-            self._seek(self.keys[0] if self.keys else self.pts[0])
 
     def _seek(self, pts: int) -> None:
         try:
             self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
         except self.av.FFmpegError:
-            self.container.seek(0, backward=True)  # a file without an index: from the start
+            try:  # a file without an index: from the start
+                self.container.seek(0, backward=True)
+            except self.av.FFmpegError as exc:
+                raise ReaderFailed(f"pyav: cannot seek ({_message(exc)})") from None
         self._frames = self.container.decode(self.stream)
         self._last = None
 
@@ -244,18 +278,28 @@ class PyAVReader:
         return None
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
+        """The frame as RGB at ``target``: swscale scales and converts in one pass.
+
+        swscale writes BGR (its x86 scaled-output path has SIMD for BGR, not for RGB: twice
+        as fast, and no less accurate) and OpenCV swaps the channels; the reader's one
+        scaler keeps its swscale context from frame to frame.
+        """
         width, height = self.target
-        rgb = frame.to_ndarray(format="rgb24", width=width, height=height,
-                               interpolation="AREA")
-        return own(_rotate(rgb, self.rotation))
+        bgr = self._scaler.reformat(frame, format="bgr24", width=width, height=height,
+                                    interpolation="AREA", threads=self.threads).to_ndarray()
+        return own(_rotate(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.rotation))
 
     def read(self, indices: list[int]) -> tuple[list[int], list[np.ndarray]]:
         got, frames = [], []
         for index in sorted(set(indices)):
             frame = self._decode_to(index)
             if frame is not None:
+                if self._geometry is None:
+                    self._learn(frame)
                 got.append(index)
                 frames.append(self._to_rgb(frame))
+        if not got:
+            self._known_geometry()  # ReaderFailed when not even the first frame decodes
         return got, frames
 
     def _seconds(self, pts: int) -> float:

@@ -7,6 +7,7 @@ of those that pass it (``bench/decode.py``).
 from __future__ import annotations
 
 import io
+import struct
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from relshard.workers.decode import DecodeError, decode_input
 from relshard.workers.decode import video as video_module
 from relshard.workers.decode.video import AUTO_ORDER, ReaderFailed, ffmpeg_path, probe_video
-from relshard.workers.decode.video_pyav import PyAVReader
+from relshard.workers.decode.video_pyav import PyAVReader, _rotate
 from tests.unit.workers.decode.media import (
     cfg,
     faststart,
@@ -172,6 +173,76 @@ def test_pyav_decodes_at_the_reduced_size_with_the_threads_asked(tmp_path):
     one = PyAVReader(str(path), None, cfg(video_threads=0))  # 0: one per CPU of the stage
     assert one.stream.codec_context.thread_count == 1
     one.close()
+
+
+def test_pyav_opens_without_decoding_and_sizes_from_the_first_frame_read(hostile, monkeypatch):
+    decoded = []
+    original_next = PyAVReader._next_frame
+
+    def next_frame(self):
+        frame = original_next(self)
+        decoded.append(frame)
+        return frame
+
+    monkeypatch.setattr(PyAVReader, "_next_frame", next_frame)
+    reader = PyAVReader(str(hostile / "long_gop.mp4"), None, cfg(max_side=160))
+    try:
+        assert decoded == []  # the open demuxes; the first frame decoded is a wanted one's GOP
+        got, frames = reader.read([45])
+        assert got == [45] and [frame_number(f) for f in frames] == [45]
+        assert (reader.size, reader.target, frames[0].shape) == ((320, 240), (160, 120),
+                                                                (120, 160, 3))
+    finally:
+        reader.close()
+
+
+def test_pyav_fails_when_not_even_the_first_frame_decodes(hostile, tmp_path):
+    data = bytearray((hostile / "h264.mov").read_bytes())
+    at = data.index(b"mdat") - 4
+    (size,) = struct.unpack(">I", data[at:at + 4])
+    data[at + 8:at + size] = bytes(size - 8)  # the container intact, every frame's bytes zero
+    path = tmp_path / "zeros.mov"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReaderFailed, match="pyav: no frame decodes"):
+        reader = PyAVReader(str(path), None, cfg())
+        try:
+            reader.read([10, 50])
+        finally:
+            reader.close()
+    with pytest.raises(DecodeError) as err:  # the next readers are tried, as before
+        decode(path, video_backend="pyav")
+    assert "pyav: no frame decodes" in err.value.detail
+
+
+def test_pyav_frames_are_swscale_rgb_at_odd_output_sizes(tmp_path):
+    def paint(i, frame):  # colour ramps (BGR), so a channel swap or a stride slip shows
+        h, w = frame.shape[:2]
+        frame[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+        frame[..., 1] = np.linspace(255, 0, h, dtype=np.uint8)[:, None]
+        frame[..., 2] = 40 + 4 * i
+
+    path = write_av(tmp_path / "ramps.mp4", n=30, size=(640, 360), draw=paint)
+    reader = PyAVReader(str(path), None, cfg(max_side=331))
+    try:
+        got, frames = reader.read([5, 20])
+        width, height = reader.target
+    finally:
+        reader.close()
+    assert got == [5, 20] and (width, height) == (331, 186)
+    with av.open(str(path)) as container:
+        ref = [f.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+               for i, f in enumerate(container.decode(video=0)) if i in got]
+    for frame, expected in zip(frames, ref, strict=True):
+        assert frame.shape == (height, width, 3) and frame.flags.c_contiguous
+        assert np.abs(frame.astype(np.int16) - expected).mean() < 1.5
+        assert frame[..., 2].mean() > 100 and frame[:, -10:, 2].mean() > 230  # blue ramp right
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270, -90, 89.6, 450])
+def test_rotation_turns_frames_as_rot90(degrees):
+    frame = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    turned = _rotate(frame, degrees)
+    assert np.array_equal(turned, np.rot90(frame, round(degrees / 90) % 4))
 
 
 def test_pyav_decodes_every_frame_when_asked(hostile):
