@@ -34,7 +34,7 @@ import numpy as np
 
 from relshard.record import Subject, TrackPoint
 from relshard.spec import DetectSpec
-from relshard.workers.detect.backends import DetectorBackend, build_detector
+from relshard.workers.detect.backends import DetectorBackend, NoDetector, build_detector
 from relshard.workers.detect.body import BODY_ESTIMATE, estimate_body
 from relshard.workers.detect.cascades import Detection
 from relshard.workers.detect.nms import box_area, containment, iou, nms
@@ -280,8 +280,8 @@ class SubjectDetector:
         """
         for i, frame in enumerate(frames):
             _check_frame(frame, i)
-        if not frames or self.cfg.max_subjects == 0:
-            return [], {}
+        if not frames or self.cfg.max_subjects == 0 or isinstance(self.backend, NoDetector):
+            return [], {}  # nothing to find: skip downscaling every frame for it
         tracks = link_tracks([self.detect_frame(f, i) for i, f in enumerate(frames)])
         best = [max(tr, key=lambda c: (c.area, -c.frame)) for tr in tracks]
         order = sorted(range(len(tracks)), key=lambda i: -best[i].area)[: self.cfg.max_subjects]
