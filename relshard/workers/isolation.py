@@ -23,7 +23,11 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Callable, Sequence
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, cast
@@ -83,6 +87,29 @@ def _child_main(conn: Connection, handler_spec: str, config: dict[str, Any],
         conn.send_bytes(handler(config, payload))
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a spawned child without re-running the parent's ``__main__``.
+
+    ``spawn`` imports the parent's main script in the child (as ``__mp_main__``). In a Ray
+    worker that script is Ray's ``default_worker.py``: every decode child imported all of
+    Ray for nothing (~0.3 CPU-s and its memory). The child's entry point lives in this
+    module, so it needs nothing from ``__main__``; a bare stand-in is shown to ``spawn``
+    while it reads what to prepare (the few milliseconds of ``Process.start``).
+    """
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
+
+
 class IsolatedRunner:
     """One child process that runs ``handler`` on payloads, one at a time."""
 
@@ -108,7 +135,8 @@ class IsolatedRunner:
             daemon=True,
             name="relshard-decode",
         )
-        proc.start()
+        with _main_module_hidden():
+            proc.start()
         child.close()
         self._proc, self._conn = proc, parent
         try:

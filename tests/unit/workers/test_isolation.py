@@ -85,3 +85,17 @@ def test_large_payloads_are_not_sent_ahead_and_still_come_back():
         assert out[1] == b"SMALL" and isinstance(out[3], ChildFailure)
     finally:
         runner.close()
+
+
+def test_the_child_does_not_rerun_the_parents_main_script():
+    # spawn would import the parent's __main__ (pytest's script here, Ray's
+    # default_worker.py in a worker, which imports all of Ray) in every child
+    import sys
+
+    assert "pytest" in sys.modules
+    runner = IsolatedRunner("tests.plugins.crashy:main_modules", {}, timeout_s=20.0,
+                            crash_retries=0)
+    try:
+        assert runner.call(b"") == b""
+    finally:
+        runner.close()
