@@ -26,6 +26,12 @@ from relshard.spec import PipelineSpec, Resources
 from relshard.workers.stage import Stage
 
 MAX_BLOCKS = 100_000
+# Write tasks run in worker processes of their own: Ray keeps a worker pool per runtime
+# env, and a task's env_vars merge into the job's runtime env (working_dir, pip and the
+# rest are inherited). Without it, a worker that had run a write task later took a decode
+# task and started one more decode child (3 children on 2 CPUs, each ~0.6 CPU-s to start,
+# and 2 writer processes; with it: 2 and 1, peak PSS ~100 MB lower on 2,000 images).
+WRITER_ENV = {"env_vars": {"RELSHARD_WORKER_ROLE": "write"}}
 PAYLOAD_SCHEMA = pa.schema([("input_key", pa.string()), ("payload", pa.binary())])
 
 
@@ -252,7 +258,8 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
                                          or spec.output.WRITE_BATCH_DEFAULT))
     try:
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0,
-                                                 "max_retries": spec.runtime.max_task_retries},
+                                                 "max_retries": spec.runtime.max_task_retries,
+                                                 "runtime_env": WRITER_ENV},
                           concurrency=_writers(stages, cpus))
     except Exception as exc:
         inner = _monitor_failure(monitor) or relshard_error(exc)
