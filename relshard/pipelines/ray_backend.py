@@ -20,7 +20,12 @@ import ray
 
 from relshard.errors import RelshardError
 from relshard.pipelines.gc_pause import gc_paused
-from relshard.pipelines.ray_datasink import ShardDatasink, report_failure, start_monitor
+from relshard.pipelines.ray_datasink import (
+    ShardDatasink,
+    report_failure,
+    start_monitor,
+    warm_writer,
+)
 from relshard.shards.item import InputRef, WorkItem
 from relshard.spec import PipelineSpec, Resources
 from relshard.workers.stage import Stage
@@ -31,6 +36,8 @@ MAX_BLOCKS = 100_000
 # rest are inherited). Without it, a worker that had run a write task later took a decode
 # task and started one more decode child (3 children on 2 CPUs, each ~0.6 CPU-s to start,
 # and 2 writer processes; with it: 2 and 1, peak PSS ~100 MB lower on 2,000 images).
+# A run starts one writer worker at once (``warm_writer``): a worker of this env is not
+# prestarted, and a run of few inputs writes only after its last decode.
 WRITER_ENV = {"env_vars": {"RELSHARD_WORKER_ROLE": "write"}}
 PAYLOAD_SCHEMA = pa.schema([("input_key", pa.string()), ("payload", pa.binary())])
 
@@ -249,6 +256,7 @@ def execute(spec: PipelineSpec, root: str, run_id: str, listing: list[pa.Table],
     blocks = max(1, min(n_inputs, MAX_BLOCKS, max(cpus * 4, -(-n_inputs // max(first, 1)))))
     ds = ray.data.from_arrow(_split(listing, blocks))
     monitor = start_monitor()  # before the stages: they report their errors to it too
+    warm_writer.options(runtime_env=WRITER_ENV).remote()  # fire and forget
     for stage in stages:
         ds = _apply_stage(ds, stage, spec, monitor)
     if credit or rejected_before:

@@ -64,6 +64,12 @@ def report_failure(monitor: Any, error: RelshardError) -> None:
         log.warning("the run monitor is gone; the error reaches the driver as text")
 
 
+@ray.remote(num_cpus=0)
+def warm_writer() -> None:
+    """Nothing: run once at the start of a run so Ray starts a writer worker process (and
+    this module's imports happen in it) while the decode tasks work, not after them."""
+
+
 def start_monitor() -> Any:
     """The run's RunMonitor, pinned to the driver's node: a lost worker node must not
     take the reject counts with it."""
