@@ -19,8 +19,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,8 +79,13 @@ def _wait_port(profile: Path, proc: subprocess.Popen, deadline: float) -> int:
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-async def _inspect(port: int, url: str, timeout: float) -> PageReport:
-    report = PageReport()
+Call = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@asynccontextmanager
+async def devtools_page(port: int, report: PageReport, timeout: float) -> AsyncIterator[Call]:
+    """One websocket to the page target with the Runtime, Log and Page domains enabled;
+    yields ``call(method, **params)`` (the reply), collecting errors into ``report``."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
             targets = await resp.json()
@@ -88,39 +93,54 @@ async def _inspect(port: int, url: str, timeout: float) -> PageReport:
         async with http.ws_connect(ws_url, max_msg_size=0) as ws:
             counter = 0
 
-            async def send(method: str, **params: Any) -> int:
+            async def call(method: str, **params: Any) -> dict[str, Any]:
                 nonlocal counter
                 counter += 1
-                await ws.send_json({"id": counter, "method": method, "params": params})
-                return counter
-
-            async def until(pred: Any) -> dict[str, Any]:
+                ask = counter
+                await ws.send_json({"id": ask, "method": method, "params": params})
                 while True:
                     msg = json.loads((await ws.receive(timeout=timeout)).data)
                     _collect(msg, report)
-                    if pred(msg):
+                    if msg.get("id") == ask:
                         return msg
-
-            async def call(method: str, **params: Any) -> dict[str, Any]:
-                ask = await send(method, **params)
-                return await until(lambda m: m.get("id") == ask)
 
             for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
                 await call(domain)
-            nav = await call("Page.navigate", url=url)
-            if nav.get("result", {}).get("errorText"):
-                raise RuntimeError(f"navigation failed: {nav['result']['errorText']}")
-            deadline = time.monotonic() + timeout
-            while True:  # poll (with a deadline) until the document has fully loaded
-                state = await call("Runtime.evaluate", returnByValue=True,
-                                   expression="document.readyState + ' ' + location.href")
-                if state["result"]["result"].get("value") == f"complete {url}":
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url} did not finish loading")
-                await asyncio.sleep(0.05)
-            reply = await call("Runtime.evaluate", expression=PROBE, returnByValue=True)
-            data = json.loads(reply["result"]["result"]["value"])
+            yield call
+
+
+async def load(call: Call, url: str, timeout: float, also: str = "") -> None:
+    """Navigate to ``url`` and poll (with a deadline) until the document has fully loaded
+    and the JavaScript expression ``also`` (if any) is true."""
+    nav = await call("Page.navigate", url=url)
+    if nav.get("result", {}).get("errorText"):
+        raise RuntimeError(f"navigation failed: {nav['result']['errorText']}")
+    expression = "document.readyState + ' ' + location.href"
+    expected = f"complete {url}"
+    if also:
+        expression += f" + ' ' + ({also})"
+        expected += " true"
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await call("Runtime.evaluate", returnByValue=True, expression=expression)
+        if state["result"]["result"].get("value") == expected:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not finish loading")
+        await asyncio.sleep(0.05)
+
+
+async def evaluate_json(call: Call, expression: str) -> Any:
+    """The value of a JavaScript expression that returns a JSON string."""
+    reply = await call("Runtime.evaluate", expression=expression, returnByValue=True)
+    return json.loads(reply["result"]["result"]["value"])
+
+
+async def _inspect(port: int, url: str, timeout: float) -> PageReport:
+    report = PageReport()
+    async with devtools_page(port, report, timeout) as call:
+        await load(call, url, timeout)
+        data = await evaluate_json(call, PROBE)
     report.title, report.images, report.svgs = data["title"], data["images"], data["svgs"]
     report.tables, report.text = data["tables"], data["text"]
     return report

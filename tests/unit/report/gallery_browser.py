@@ -1,7 +1,7 @@
 """Open the gallery in headless Chromium: errors, decoded images, box geometry, a screenshot.
 
-Built on :mod:`tests.unit.report.browser` (same flags, DevTools port discovery,
-error collection and shutdown); adds a fixed viewport, a probe of every drawn
+Built on :mod:`tests.unit.report.browser` (same flags, DevTools port discovery, page
+session, loading, error collection and shutdown); adds a fixed viewport, a probe of every drawn
 box against its frame's rendered rectangle, and a full-page screenshot.
 """
 
@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from tests.unit.report.browser import PageReport, _collect, running_chromium
+from tests.unit.report.browser import (
+    PageReport,
+    devtools_page,
+    evaluate_json,
+    load,
+    running_chromium,
+)
 
 PROBE = """JSON.stringify({
   title: document.title,
@@ -46,46 +48,13 @@ class GalleryPage(PageReport):
 
 async def _inspect(port: int, url: str, timeout: float, shot: Path) -> GalleryPage:
     report = GalleryPage()
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-            targets = await resp.json()
-        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        async with http.ws_connect(ws_url, max_msg_size=0) as ws:
-            counter = 0
-
-            async def call(method: str, **params: Any) -> dict[str, Any]:
-                nonlocal counter
-                counter += 1
-                ask = counter
-                await ws.send_json({"id": ask, "method": method, "params": params})
-                while True:
-                    msg = json.loads((await ws.receive(timeout=timeout)).data)
-                    _collect(msg, report)
-                    if msg.get("id") == ask:
-                        return msg
-
-            for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
-                await call(domain)
-            await call("Emulation.setDeviceMetricsOverride", width=1280, height=1600,
-                       deviceScaleFactor=1, mobile=False)
-            nav = await call("Page.navigate", url=url)
-            if nav.get("result", {}).get("errorText"):
-                raise RuntimeError(f"navigation failed: {nav['result']['errorText']}")
-            deadline = time.monotonic() + timeout
-            while True:  # poll (with a deadline) until the document and its images loaded
-                state = await call(
-                    "Runtime.evaluate", returnByValue=True,
-                    expression="document.readyState + ' ' + location.href + ' ' + "
-                               "Array.from(document.images).every(i => i.complete)")
-                if state["result"]["result"].get("value") == f"complete {url} true":
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url} did not finish loading")
-                await asyncio.sleep(0.05)
-            reply = await call("Runtime.evaluate", expression=PROBE, returnByValue=True)
-            data = json.loads(reply["result"]["result"]["value"])
-            png = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-            shot.write_bytes(base64.b64decode(png["result"]["data"]))
+    async with devtools_page(port, report, timeout) as call:
+        await call("Emulation.setDeviceMetricsOverride", width=1280, height=1600,
+                   deviceScaleFactor=1, mobile=False)
+        await load(call, url, timeout, also="Array.from(document.images).every(i => i.complete)")
+        data = await evaluate_json(call, PROBE)
+        png = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        shot.write_bytes(base64.b64decode(png["result"]["data"]))
     report.title, report.images, report.svgs = data["title"], data["images"], data["svgs"]
     report.text, report.boxes, report.scripts = data["text"], data["boxes"], data["scripts"]
     return report
