@@ -35,9 +35,9 @@ STAGE = "decode"
 HANDLER = "relshard.workers.media:prepare_payload"
 # Inputs per Ray task when decode.batch_size is not set (bench/README.md, issue #17).
 # Between two tasks the decode child waits for Ray to finish one task and start the
-# next (~0.1 s on a busy 2-core node), so a task holds ~1 s of work: 256 images
-# (~5 ms each) or 16 videos (~50-150 ms for 8 frames). On 6,000 images, tasks of 64
-# ran at 179 img/s and of 256 at 226 img/s.
+# next (~0.1 s on a busy 2-core node, estimated from the figures below), so a task
+# holds ~1 s of work: 256 images (~5 ms each) or 16 videos (~50-150 ms for 8 frames).
+# On 6,000 images, tasks of 64 ran at 179 img/s and of 256 at 226 img/s.
 IMAGE_BATCH = 256
 VIDEO_BATCH = 16
 
