@@ -26,6 +26,7 @@ from relshard.plugins import import_plugins
 from relshard.record import clip_key
 from relshard.shards.item import Frame, SampleDraft, WorkItem
 from relshard.spec import DecodeSpec, DetectSpec, Resources
+from relshard.workers.allocator import keep_freed_memory
 from relshard.workers.decode import DecodedClip, DecodeError, decode_input
 from relshard.workers.detect.subjects import SubjectDetector
 from relshard.workers.isolation import ChildFailure, IsolatedRunner, shared_runner
@@ -179,6 +180,7 @@ class MediaStage(Stage):
         import_plugins(self.plugins)  # once per process: plugin decoders and detectors
         if not self.decode.isolate:
             limit_threads(self.resources.num_cpus)
+            keep_freed_memory()
             decode, _, detector = _configs(self._config["decode"], self._config["detect"])
             return _run_followers([prepare(it, decode, detector) for it in items],
                                   self.followers)
