@@ -1,4 +1,5 @@
-"""The Ray Data Datasink that commits shards, and the actor that watches rejects.
+"""The Ray Data Datasink that commits shards (the run monitor it reports to:
+:mod:`relshard.pipelines.run_monitor`).
 
 Each write task owns one :class:`relshard.shards.writer.ShardWriter`; its units
 are named from the run id and Ray's task index, so a retried task rewrites the
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import ray
 from ray.data import Datasink
@@ -20,66 +21,19 @@ from ray.data.block import Block, BlockAccessor
 from relshard.errors import RelshardError
 from relshard.pipelines.budget import check_reject_budget
 from relshard.pipelines.gc_pause import gc_paused
+from relshard.pipelines.run_monitor import report_failure
 from relshard.shards.item import WorkItem
 from relshard.shards.writer import ShardWriter
 from relshard.spec import OutputSpec
-
-if TYPE_CHECKING:
-    from ray.actor import ActorClass
 
 REPORT_EVERY = 32
 log = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0)
-class RunMonitor:
-    """Counts inputs written and rejected across all write tasks of a run, and keeps the
-    first relshard error a task raised: Ray Data wraps a task's error in its own
-    (``UserCodeException``, or a traceback it could not deserialize), so the driver
-    takes the typed error from here."""
-
-    def __init__(self) -> None:
-        self.written = 0
-        self.rejected = 0
-        self.error: RelshardError | None = None
-
-    def add(self, written: int, rejected: int) -> tuple[int, int]:
-        self.written += written
-        self.rejected += rejected
-        return self.written + self.rejected, self.rejected
-
-    def fail(self, error: RelshardError) -> None:
-        if self.error is None:
-            self.error = error
-
-    def failure(self) -> RelshardError | None:
-        return self.error
-
-
-def report_failure(monitor: Any, error: RelshardError) -> None:
-    """Hand a task's relshard error to the run monitor (best effort: it may be gone)."""
-    try:
-        ray.get(monitor.fail.remote(error))
-    except ray.exceptions.RayError:
-        log.warning("the run monitor is gone; the error reaches the driver as text")
-
-
-@ray.remote(num_cpus=0)
 def warm_writer() -> None:
     """Nothing: run once at the start of a run so Ray starts a writer worker process (and
     this module's imports happen in it) while the decode tasks work, not after them."""
-
-
-def start_monitor() -> Any:
-    """The run's RunMonitor, pinned to the driver's node: a lost worker node must not
-    take the reject counts with it."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = ray.get_runtime_context().get_node_id()
-    actor_class = cast("ActorClass[RunMonitor]", RunMonitor)  # what @ray.remote made of it
-    return actor_class.options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)
-    ).remote()
 
 
 class ShardDatasink(Datasink[dict[str, Any]]):
