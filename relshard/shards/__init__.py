@@ -11,16 +11,36 @@ spans) and :mod:`.decoding` (member values), :mod:`.index`, :mod:`.ledger`,
 :mod:`.manifest`, :mod:`.commit`, :mod:`.lease`, :mod:`.recovery`.
 """
 
-from relshard.shards.index import UnitInfo
-from relshard.shards.layout import OutputLayout
-from relshard.shards.manifest import (
-    build_manifest,
-    read_manifest,
-    write_manifest,
-    write_resolved_spec,
-)
-from relshard.shards.recovery import RecoveryReport, done_input_keys, recover
-from relshard.shards.writer import ShardWriter, WriteSummary
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported on first use below: the decode child imports only .item
+    from relshard.shards.index import UnitInfo
+    from relshard.shards.layout import OutputLayout
+    from relshard.shards.manifest import (
+        build_manifest,
+        read_manifest,
+        write_manifest,
+        write_resolved_spec,
+    )
+    from relshard.shards.recovery import RecoveryReport, done_input_keys, recover
+    from relshard.shards.writer import ShardWriter, WriteSummary
+
+_WHERE = {
+    "UnitInfo": "index",
+    "OutputLayout": "layout",
+    "build_manifest": "manifest",
+    "read_manifest": "manifest",
+    "write_manifest": "manifest",
+    "write_resolved_spec": "manifest",
+    "RecoveryReport": "recovery",
+    "done_input_keys": "recovery",
+    "recover": "recovery",
+    "ShardWriter": "writer",
+    "WriteSummary": "writer",
+}
 
 __all__ = [
     "OutputLayout",
@@ -35,3 +55,15 @@ __all__ = [
     "write_manifest",
     "write_resolved_spec",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The entry points, loaded on first use: a process that needs only
+    :mod:`relshard.shards.item` (the decode child) does not import pyarrow and the
+    writer through this package (~0.1 CPU-s a child start)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
