@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from relshard.builders.phash import frame_phashes
 from relshard.builders.splits import SampleRow
 from relshard.errors import RelshardError
 from relshard.shards.layout import OutputLayout, index_relpath
+from relshard.shards.parquet_read import read_columns
 from relshard.shards.tarread import CorruptSample, split_members
 
 COLUMNS = ["key", "input_key", "uri", "sha256", "n_subjects", "shard", "offset", "size",
@@ -40,11 +40,7 @@ def read_index(layout: OutputLayout, manifest: dict[str, Any]) -> list[dict[str,
     rows: list[dict[str, Any]] = []
     for entry in manifest["shardlist"]:
         unit = posixpath.basename(entry["url"]).removesuffix(".tar")
-        with layout.fs.open(layout.path(index_relpath(unit)), "rb") as f:
-            schema = pq.read_schema(f)
-            f.seek(0)
-            cols = [c for c in COLUMNS if c in schema.names]
-            table = pq.read_table(f, columns=cols)
+        table = read_columns(layout.fs, layout.path(index_relpath(unit)), COLUMNS)
         for row in table.to_pylist():
             row.setdefault("input_key", row["key"])
             row["input_key"] = row["input_key"] or row["key"]

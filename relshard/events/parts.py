@@ -35,6 +35,7 @@ from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
 from relshard.events.windows import SeqContext, may_own_a_window
+from relshard.shards.parquet_read import read_table
 from relshard.spec import EventWindow
 
 KEY = [("seq", "ascending"), ("t", "ascending"), ("row", "ascending")]
@@ -92,8 +93,7 @@ def read_folder(path: str, columns: list[str] | None = None,
         folder = path
     tables = []
     for name in parquet_files(fs, folder):
-        with fs.open(name, "rb") as fh:
-            tables.append(pq.read_table(fh, columns=columns))
+        tables.append(read_table(fs, name, columns))
     return pa.concat_tables(tables)
 
 
@@ -101,8 +101,7 @@ def _splitters(fs: AbstractFileSystem, files: list[str], rows: int, n_parts: int
     step = max(1, rows // (n_parts * SAMPLE_PER_PART))
     samples = []
     for name in files:
-        with fs.open(name, "rb") as fh:
-            keys = pq.read_table(fh, columns=["seq", "t", "row"])
+        keys = read_table(fs, name, ["seq", "t", "row"])
         samples.append(keys.take(pa.array(np.arange(0, keys.num_rows, step))))
     sample = pa.concat_tables(samples).sort_by(KEY)
     cuts = np.unique((np.arange(1, n_parts) * sample.num_rows) // n_parts)
@@ -203,8 +202,7 @@ def cut_parts(fs: AbstractFileSystem, bucket_path: str, bucket: int, rows: int, 
     splitters = _splitters(fs, files, rows, n_parts)
     made: set[int] = set()
     for i, name in enumerate(files):
-        with fs.open(name, "rb") as fh:
-            table = pq.read_table(fh)
+        table = read_table(fs, name)
         ids = route(table, splitters)
         for r in np.unique(ids):
             folder = part_folder(bucket_path, int(r))

@@ -34,8 +34,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
+from fsspec.utils import infer_compression
 
 from relshard.errors import SpecError
+from relshard.shards.layout import is_local
+from relshard.shards.parquet_read import local_file
 from relshard.spec import EventColumns
 
 BATCH_ROWS = 262_144
@@ -387,12 +390,34 @@ def _jsonl_careful(chunk: bytes, wanted: list[str], first: int) -> LogBatch:
 
 
 def _parquet_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
-    count = _Counter()
+    if is_local(uri) and infer_compression(uri) is None:
+        # a plain local file: pyarrow opens it itself and streams it, and is never handed
+        # a Python object (relshard.shards.parquet_read says why)
+        try:
+            fs, path = fsspec.core.url_to_fs(uri)
+            source = local_file(fs, path)
+        except OSError as exc:
+            raise UnreadableLog(f"cannot be opened: {str(exc)[:300]}") from None
+        with source:
+            yield from _parquet_rows(uri, pq.ParquetFile(source), wanted, use_threads=True)
+        return
+    # compressed, zipped or remote: streamed through a Python file object, since the log
+    # may be far too big to read whole. pyarrow must not keep such an object on its own
+    # threads (dropping it there after Python began to exit aborts the process, see
+    # relshard.shards.parquet_read): without pre-buffering and decode threads every read
+    # is made on this thread, and nothing of pyarrow's holds the file when it closes
     with _opened(uri) as fh:
-        pf = pq.ParquetFile(fh)
-        _check_columns(uri, pf.schema_arrow.names, wanted)
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
-            yield LogBatch(batch, count.take(batch.num_rows))
+        yield from _parquet_rows(uri, pq.ParquetFile(fh, pre_buffer=False), wanted,
+                                 use_threads=False)
+
+
+def _parquet_rows(uri: str, pf: pq.ParquetFile, wanted: list[str],
+                  use_threads: bool) -> Iterator[LogBatch]:
+    count = _Counter()
+    _check_columns(uri, pf.schema_arrow.names, wanted)
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted,
+                                 use_threads=use_threads):
+        yield LogBatch(batch, count.take(batch.num_rows))
 
 
 @contextmanager

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
 from relshard.events.parts import KEY, parquet_files, read_folder
+from relshard.shards.parquet_read import read_table
 
 RESOLUTIONS = ((86400.0, "1 day"), (3600.0, "1 h"), (60.0, "1 min"), (1.0, "1 s"),
                (1e-3, "1 ms"))
@@ -103,8 +104,7 @@ def spread_buckets(fs: AbstractFileSystem, folders: list[str], step: float, seed
     memory at a time; run before the parts are cut)."""
     for folder in folders:
         for name in parquet_files(fs, folder):
-            with fs.open(name, "rb") as fh:
-                table = pq.read_table(fh)
+            table = read_table(fs, name)
             t = spread_times(table.column("t").to_numpy(), table.column("row").to_numpy(),
                              step, seed)
             table = table.set_column(table.schema.get_field_index("t"), "t",

@@ -131,17 +131,39 @@ def _glob_root(pattern: str) -> str:
     return "/".join(fixed)
 
 
+def _parquet_manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    from relshard.shards.parquet_read import local_file
+
+    if is_local(fs):
+        # pyarrow opens a local manifest itself: it is handed no Python object
+        # (relshard.shards.parquet_read says why)
+        with local_file(fs, path) as source:
+            for batch in pq.ParquetFile(source).iter_batches(batch_size=65536):
+                yield from batch.to_pylist()
+        return
+    # a remote manifest is streamed through fsspec's Python file object, as a listing of
+    # millions of inputs may be too big to read whole. pyarrow must not keep such an object
+    # on its own threads (dropping it there after Python began to exit aborts the process,
+    # see relshard.shards.parquet_read): without pre-buffering and decode threads every
+    # read is made on this thread, and nothing of pyarrow's holds the file when it closes
+    with fs.open(path, "rb") as fh:
+        pfile = pq.ParquetFile(fh, pre_buffer=False)
+        for batch in pfile.iter_batches(batch_size=65536, use_threads=False):
+            yield from batch.to_pylist()
+
+
 def _manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[dict[str, Any]]:
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
-    import pyarrow.parquet as pq
 
     lower = path.lower()
+    if lower.endswith(".parquet"):
+        yield from _parquet_manifest_rows(fs, path)
+        return
     with fs.open(path, "rb", compression="infer") as fh:
-        if lower.endswith(".parquet"):
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=65536):
-                yield from batch.to_pylist()
-        elif lower.endswith((".csv", ".csv.gz")):
+        if lower.endswith((".csv", ".csv.gz")):
             opts = pacsv.ReadOptions(block_size=1 << 22)
             conv = pacsv.ConvertOptions(strings_can_be_null=False)
             for batch in pacsv.open_csv(fh, read_options=opts, convert_options=conv):

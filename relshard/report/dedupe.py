@@ -24,7 +24,6 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from relshard.shards.commit import StagedFile, sync_dir
 from relshard.shards.index import META_KEY, UnitInfo, write_table
@@ -38,6 +37,7 @@ from relshard.shards.layout import (
     shard_relpath,
 )
 from relshard.shards.ledger import read_ledger, run_of
+from relshard.shards.parquet_read import read_table
 from relshard.shards.recovery import committed_units
 from relshard.shards.tarwriter import archive_size
 
@@ -57,8 +57,7 @@ def _next_name(unit: str, taken: Iterable[str]) -> str:
 
 
 def _read_index(layout: OutputLayout, unit: str) -> pa.Table:
-    with layout.fs.open(layout.path(index_relpath(unit)), "rb") as f:
-        return pq.read_table(f)
+    return read_table(layout.fs, layout.path(index_relpath(unit)))
 
 
 def _copy_spans(layout: OutputLayout, src: str, spans: list[tuple[int, int]],
@@ -154,8 +153,7 @@ def _drop_rejects(layout: OutputLayout, info: UnitInfo, keys: set[str]) -> int:
     """Rewrite the unit's rejects file without the rows of ``keys`` (footer follows);
     returns the rows dropped."""
     assert info.rejects is not None
-    with layout.fs.open(layout.path(info.rejects), "rb") as f:
-        table = pq.read_table(f)
+    table = read_table(layout.fs, layout.path(info.rejects))
     mask = pc.invert(pc.is_in(table["input_key"], value_set=pa.array(sorted(keys), pa.string())))
     left = table.filter(mask)
     index = _read_index(layout, info.name)
@@ -194,8 +192,7 @@ def remove_duplicates(layout: OutputLayout) -> tuple[list[str], int, int]:
         info = units[name]
         if info.shard is None:
             continue
-        with layout.fs.open(layout.path(index_relpath(name)), "rb") as f:
-            keys = pq.read_table(f, columns=["key"])["key"].to_pylist()
+        keys = read_table(layout.fs, layout.path(index_relpath(name)), ["key"])["key"].to_pylist()
         keep = [k not in seen for k in keys]
         seen.update(keys)
         if not all(keep):

@@ -54,6 +54,7 @@ from relshard.errors import MissingDependencyError
 from relshard.report.gallery.sample_reader import read_sample
 from relshard.report.tables import InspectError
 from relshard.shards.layout import INDEX_DIR, TABLE_EXT, OutputLayout
+from relshard.shards.parquet_read import read_columns, read_metadata
 
 ExportFormat = Literal["parquet", "hf"]
 FRAME_RE = re.compile(r"^f(\d+)\.(jpg|jpeg|png|webp)$")
@@ -226,17 +227,14 @@ def index_files(layout: OutputLayout) -> list[str]:
 def count_rows(layout: OutputLayout, names: list[str]) -> int:
     total = 0
     for name in names:
-        with layout.fs.open(layout.path(name), "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
+        total += read_metadata(layout.fs, layout.path(name)).num_rows
     return total
 
 
 def iter_index(layout: OutputLayout, names: list[str]) -> Iterator[dict[str, Any]]:
     """Index rows, one index file in memory at a time, in shard and offset order."""
     for name in names:
-        with layout.fs.open(layout.path(name), "rb") as fh:
-            table = pq.read_table(fh, columns=[c for c in INDEX_COLUMNS
-                                               if c in pq.read_schema(fh).names])
+        table = read_columns(layout.fs, layout.path(name), INDEX_COLUMNS)
         rows = table.to_pylist()
         rows.sort(key=lambda r: (r["shard"], r["offset"]))
         yield from rows

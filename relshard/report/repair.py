@@ -27,8 +27,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from relshard.report.dedupe import remove_duplicates
 from relshard.report.shardscan import ScannedSample, scan_shard
 from relshard.report.verify import INDEX_CHECK_COLUMNS, validate_record
@@ -57,6 +55,7 @@ from relshard.shards.layout import (
     unit_of,
 )
 from relshard.shards.manifest import RESERVED_KEYS, build_manifest, write_manifest
+from relshard.shards.parquet_read import read_metadata, read_table
 
 
 @dataclass
@@ -104,8 +103,7 @@ def index_row(sample: ScannedSample, shard: str) -> dict[str, Any]:
 
 
 def _rows_of_rejects(layout: OutputLayout, unit: str) -> int:
-    with layout.fs.open(layout.path(rejects_relpath(unit)), "rb") as f:
-        return int(pq.read_metadata(f).num_rows)
+    return int(read_metadata(layout.fs, layout.path(rejects_relpath(unit))).num_rows)
 
 
 def _existing(layout: OutputLayout, unit: str) -> tuple[UnitInfo | None, Any]:
@@ -113,8 +111,7 @@ def _existing(layout: OutputLayout, unit: str) -> tuple[UnitInfo | None, Any]:
         return None, None
     try:
         info = read_unit_info(layout, unit)
-        with layout.fs.open(layout.path(index_relpath(unit)), "rb") as f:
-            table = pq.read_table(f, columns=INDEX_CHECK_COLUMNS)
+        table = read_table(layout.fs, layout.path(index_relpath(unit)), INDEX_CHECK_COLUMNS)
     except (CorruptIndexError, OSError, ValueError):
         return None, None
     return info, table

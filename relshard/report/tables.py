@@ -114,9 +114,16 @@ class OutputTables:
             reader = _FileReader(self.layout.fs, schema, present)
             return dd.from_map(reader, files, meta=reader.frame(None), divisions=None,
                                enforce_metadata=False)
+        # dask hands pyarrow fsspec's Python file objects: without pre-buffering (and dask
+        # reads without threads) pyarrow makes every read on the calling thread and keeps
+        # none of them on its own threads, where dropping one after Python began to exit
+        # aborts the process (see relshard.shards.parquet_read). A remote file's byte
+        # ranges are fetched up front by fsspec instead (dask ignores that for local files).
         return dd.read_parquet(
             files, columns=present, filesystem=self.layout.fs, split_row_groups="adaptive",
             dtype_backend="pyarrow",
+            read={"pre_buffer": False,
+                  "open_file_options": {"precache_options": {"method": "parquet"}}},
         )
 
     def index(self, columns: list[str] | None = None) -> Any:
@@ -127,13 +134,13 @@ class OutputTables:
         """The error naming the first index or rejects file whose parquet footer does not
         read (truncated or corrupt), or None when every footer reads."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
+
+        from relshard.shards.parquet_read import read_schema
 
         root = self.layout.url
         for path in [*self.index_files, *self.rejects_files]:
             try:
-                with self.layout.fs.open(path, "rb") as f:
-                    pq.ParquetFile(f).schema_arrow  # noqa: B018 (reads the footer)
+                read_schema(self.layout.fs, path)  # reads the footer
             except (pa.ArrowException, OSError, EOFError) as exc:
                 name = path.rsplit("/", 1)[-1]
                 folder = INDEX_DIR if path in self.index_files else REJECTS_DIR
@@ -164,10 +171,9 @@ class _FileReader:
         self.columns = columns
 
     def __call__(self, path: str) -> Any:
-        import pyarrow.parquet as pq
+        from relshard.shards.parquet_read import parquet_file
 
-        with self.fs.open(path, "rb") as fh:
-            pfile = pq.ParquetFile(fh)
+        with parquet_file(self.fs, path) as pfile:
             have = [c for c in self.columns if c in pfile.schema_arrow.names]
             table = pfile.read(columns=have)
         return self.frame(table)

@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
 from relshard.record import KNOWN_SCHEMA_VERSIONS, SampleRecord
@@ -45,6 +44,7 @@ from relshard.shards.layout import (
 )
 from relshard.shards.ledger import read_ledger
 from relshard.shards.members import describe_validation_error
+from relshard.shards.parquet_read import read_table
 
 RECORD_MODELS: dict[int, type[BaseModel]] = {1: SampleRecord}
 INDEX_CHECK_COLUMNS = ["key", "input_key", "shard", "offset", "size", "members"]
@@ -98,8 +98,7 @@ class _UnitCheck:
 
 
 def _index_rows(layout: OutputLayout, unit: str) -> Iterator[dict[str, Any]]:
-    with layout.fs.open(layout.path(index_relpath(unit)), "rb") as f:
-        table = pq.read_table(f, columns=INDEX_CHECK_COLUMNS)
+    table = read_table(layout.fs, layout.path(index_relpath(unit)), INDEX_CHECK_COLUMNS)
     yield from table.to_pylist()
 
 

@@ -8,7 +8,8 @@ Modules: :mod:`.layout` (paths, :func:`~relshard.shards.layout.is_local`),
 :mod:`.item` (WorkItem, the data model between stages), :mod:`.members` and
 :mod:`.tarwriter` (writing), :mod:`.tarread` (the one reader: headers, PAX,
 spans) and :mod:`.decoding` (member values), :mod:`.index`, :mod:`.ledger`,
-:mod:`.manifest`, :mod:`.commit`, :mod:`.lease`, :mod:`.recovery`.
+:mod:`.manifest`, :mod:`.commit`, :mod:`.lease`, :mod:`.recovery`, and
+:mod:`.parquet_read` (every parquet read: never a Python file object to pyarrow).
 """
 
 from __future__ import annotations

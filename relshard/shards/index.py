@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from relshard.errors import ShardWriteError
 from relshard.record import SCHEMA_VERSION
 from relshard.shards.layout import OutputLayout, index_relpath
+from relshard.shards.parquet_read import read_metadata, read_table
 
 META_KEY = b"relshard.unit"
 INDEX_FORMAT = 1
@@ -155,8 +156,7 @@ def read_unit_info(layout: OutputLayout, unit: str) -> UnitInfo:
     """
     path = layout.path(index_relpath(unit))
     try:
-        with layout.fs.open(path, "rb") as f:
-            meta = pq.read_metadata(f).metadata or {}
+        meta = read_metadata(layout.fs, path).metadata or {}
     except pa.ArrowInvalid as exc:
         raise CorruptIndexError(f"index file {path!r} is not parquet: {exc}") from None
     blob = meta.get(META_KEY)
@@ -170,6 +170,6 @@ def read_unit_info(layout: OutputLayout, unit: str) -> UnitInfo:
 
 def read_column(layout: OutputLayout, relpath: str, column: str) -> list[Any]:
     """One column of a parquet file under the root, as a Python list."""
-    with layout.fs.open(layout.path(relpath), "rb") as f:
-        values: list[Any] = pq.read_table(f, columns=[column]).column(column).to_pylist()
+    table = read_table(layout.fs, layout.path(relpath), [column])
+    values: list[Any] = table.column(column).to_pylist()
     return values

@@ -25,11 +25,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from relshard.record import is_retryable_reason
 from relshard.shards.index import UnitInfo, read_column
 from relshard.shards.layout import OutputLayout, index_relpath
+from relshard.shards.parquet_read import parquet_file
 
 
 def run_of(unit: str) -> str:
@@ -50,8 +49,7 @@ class RejectRow:
 
 def read_rejects(layout: OutputLayout, relpath: str, unit: str) -> list[RejectRow]:
     """The rows of one rejects file; ``retryable`` inferred from the reason where absent."""
-    with layout.fs.open(layout.path(relpath), "rb") as f:
-        pf = pq.ParquetFile(f)
+    with parquet_file(layout.fs, layout.path(relpath)) as pf:
         names = set(pf.schema_arrow.names)
         cols = [c for c in ("input_key", "stage", "reason", "retryable") if c in names]
         table = pf.read(columns=cols)

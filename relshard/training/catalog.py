@@ -203,12 +203,11 @@ class ShardReader:
         total = self.file_size(shard)
         index = self.catalog.index_url(shard)
         if index is not None:
-            import pyarrow.parquet as pq
+            from relshard.shards.parquet_read import read_table
 
             try:
                 fs, path = fsspec.core.url_to_fs(index, **self.catalog.storage_options)
-                with fs.open(path, "rb") as f:
-                    table = pq.read_table(f, columns=["offset", "size"])
+                table = read_table(fs, path, ["offset", "size"])
                 spans = np.stack([table.column("offset").to_numpy(),
                                   table.column("size").to_numpy()], axis=1).astype(np.int64)
                 spans = spans.reshape(-1, 2)[np.argsort(spans[:, 0], kind="stable")]

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from relshard.report.gallery.where import Condition
 from relshard.shards.layout import (
@@ -37,6 +36,8 @@ from relshard.shards.layout import (
     OutputLayout,
     unit_of,
 )
+from relshard.shards.parquet_read import read_columns as read_present_columns
+from relshard.shards.parquet_read import read_metadata
 
 ROW_COLUMNS = ["key", "input_key", "uri", "shard", "offset", "size", "members", "modality",
                "n_frames", "n_subjects", "n_attributes", "n_relations", "backend", "model",
@@ -59,11 +60,7 @@ def index_units(layout: OutputLayout) -> list[str]:
 
 
 def read_columns(layout: OutputLayout, relpath: str, columns: list[str]) -> pa.Table:
-    with layout.fs.open(layout.path(relpath), "rb") as f:
-        schema = pq.read_schema(f)
-        f.seek(0)
-        present = [c for c in columns if c in schema.names]
-        table = pq.read_table(f, columns=present)
+    table = read_present_columns(layout.fs, layout.path(relpath), columns)
     for name in columns:  # columns an older index lacks read as nulls
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows))
@@ -90,8 +87,7 @@ def row_counts(layout: OutputLayout, files: list[str]) -> list[int]:
         unit = relpath[len(INDEX_DIR) + 1 : -len(TABLE_EXT)]
         count = from_manifest.get(unit)
         if count is None:
-            with layout.fs.open(layout.path(relpath), "rb") as f:
-                count = pq.read_metadata(f).num_rows
+            count = read_metadata(layout.fs, layout.path(relpath)).num_rows
         counts.append(int(count))
     return counts
 
