@@ -79,3 +79,27 @@ def test_payloads_come_back_annotated_and_a_bad_input_alone_is_rejected(tmp_path
         (sample,) = item.samples
         assert sample.provenance is not None and sample.provenance.backend == "heuristic"
         assert sample.frames and sample.frames[0].jpeg[:2] == b"\xff\xd8"
+
+
+def test_the_worker_holding_the_stage_imports_no_decoder_but_the_child_runs_it(tmp_path):
+    """The Ray worker that runs the stage only forwards bytes to its child: unpickling
+    the stage (what Ray does in it) must not import OpenCV, Pillow or the decoders."""
+    import pickle
+    import subprocess
+    import sys
+
+    (stage,) = build_stages(_spec(tmp_path, annotate={"backend": "heuristic"}))
+    assert isinstance(stage, MediaStage)
+    assert [type(f) for f in stage.followers] == [AnnotateStage]
+    code = ("import pickle, sys; stage = pickle.loads(sys.stdin.buffer.read()); "
+            "heavy = [m for m in ('cv2', 'PIL', 'relshard.workers.decode', "
+            "'relshard.workers.annotate.heuristic') if m in sys.modules]; "
+            "print(type(stage).__name__, heavy)")
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(stage),
+                         capture_output=True, check=True)
+    assert out.stdout.decode().strip() == "MediaStage []"
+    # and the stage still decodes and annotates, through its child
+    items = _images(tmp_path, 2)
+    done = stage.process_batch(items)
+    assert all(not it.rejected and it.samples for it in done)
+    assert all(it.samples[0].provenance.backend == "heuristic" for it in done)

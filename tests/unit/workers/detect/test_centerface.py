@@ -20,7 +20,7 @@ from relshard.workers.detect.body import estimate_body, is_estimated
 from relshard.workers.detect.cascades import Detection
 from relshard.workers.detect.nms import iou
 from relshard.workers.detect.subjects import SubjectDetector
-from relshard.workers.media import prepare
+from relshard.workers.media_work import prepare
 from tests.unit.workers.detect.scenes import (
     ASTRONAUT_FACE,
     GRACE_FACE,
