@@ -15,10 +15,18 @@ switches to a careful path: it splits the rest into lines itself, parses chunks 
 lines with Arrow, and matches what Arrow refused back to line numbers (only logs
 that have a broken line pay for it). Row numbers count the non-empty data lines
 (the header excluded), which is what Arrow counts, on both paths.
+
+Arrow is never handed a Python object (a Python or fsspec file object, ``io.BytesIO``):
+its CSV and JSON readers read one from their own I/O threads, and dropping it there
+after Python began to exit aborts the process (``relshard.shards.parquet_read`` says
+why). A plain or ``.gz``/``.bz2`` log on the local disk is opened (and decompressed) by
+Arrow itself; any other log is read here, in Python, and Arrow parses copies of what
+was read in memory of its own (:class:`CsvBlocks`, :func:`_arrow_reader`).
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import zipfile
@@ -38,7 +46,7 @@ from fsspec.utils import infer_compression
 
 from relshard.errors import SpecError
 from relshard.shards.layout import is_local
-from relshard.shards.parquet_read import local_file
+from relshard.shards.parquet_read import arrow_buffer, local_file, native_input
 from relshard.spec import EventColumns
 
 BATCH_ROWS = 262_144
@@ -108,6 +116,104 @@ def _open(uri: str) -> Iterator[IO[bytes]]:
         yield fh
 
 
+def _arrow_reader(data: bytes) -> pa.BufferReader:
+    """``data`` for an Arrow reader: a copy in memory that Arrow owns (``io.BytesIO`` or
+    ``pa.BufferReader(data)`` would hand it a Python object)."""
+    return pa.BufferReader(arrow_buffer(data))
+
+
+class CsvBlocks:
+    """``pacsv.open_csv`` over a Python file object, which Arrow is not handed.
+
+    Arrow's CSV readers read a Python file object from their I/O threads whatever
+    ``use_threads`` says (measured with pyarrow 26; see the module doc for why that
+    must not be), so ``fh`` is read here, on the calling thread, in blocks of whole
+    lines of about ``block_bytes``, and ``pacsv.read_csv`` parses an Arrow-owned copy
+    of each, the header line in front. It behaves as ``open_csv`` does: :attr:`schema`
+    is known, and the errors of the header and of the first block are raised, on
+    construction; the types Arrow infers from the first block hold for the rest (a
+    later value that does not fit is an ``ArrowInvalid``); a line longer than
+    ``block_bytes`` is an ``ArrowInvalid``; iterating gives record batches. A newline
+    ends a row, so ``parse`` must not allow newlines in values.
+    """
+
+    def __init__(self, fh: IO[bytes], block_bytes: int, parse: Any, convert: Any) -> None:
+        if parse.newlines_in_values:
+            raise ValueError("CsvBlocks splits rows at newlines")
+        self._fh, self._block_bytes, self._parse = fh, block_bytes, parse
+        self._pending: list[bytes] = []
+        self._done = False
+        first = self._lines()
+        # the first line that is not empty (Arrow skips empty lines), for the later blocks
+        self._header = first.lstrip(b"\r\n").partition(b"\n")[0].rstrip(b"\r") + b"\n"
+        self._convert = convert
+        self._first = self._parse_block(first)  # as Arrow reads it: header included
+        self.schema: pa.Schema = self._first.schema
+        # the rest is converted to the types of the first block, as open_csv does
+        self._convert = copy.copy(convert)
+        self._convert.column_types = {**{f.name: f.type for f in self.schema},
+                                      **convert.column_types}
+
+    def _read(self) -> bytes:
+        """``block_bytes`` of the file, fewer only at its end."""
+        parts: list[bytes] = []
+        size = 0
+        while size < self._block_bytes:
+            part = self._fh.read(self._block_bytes - size)
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)
+
+    def _lines(self) -> bytes:
+        """The next whole lines (all that is left at the end; b"" after it)."""
+        while not self._done:
+            block = self._read()
+            if len(block) < self._block_bytes:  # the end: a last line without a newline
+                self._done = True               # goes with the lines before it
+                self._pending.append(block)
+                break
+            cut = block.rfind(b"\n") + 1
+            if cut:
+                data = b"".join([*self._pending, block[:cut]])
+                self._pending = [block[cut:]]
+                return data
+            self._pending.append(block)
+        data = b"".join(self._pending)
+        self._pending = []
+        return data
+
+    def _parse_block(self, data: bytes) -> pa.Table:
+        return pacsv.read_csv(
+            _arrow_reader(data),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=self._block_bytes),
+            parse_options=self._parse, convert_options=self._convert)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        yield from self._first.to_batches()
+        while data := self._lines():
+            yield from self._parse_block(self._header + data).to_batches()
+
+
+@contextmanager
+def _csv_source(uri: str) -> Iterator[pa.NativeFile | IO[bytes]]:
+    """A CSV log as pyarrow's own file where it can be (a plain, .gz or .bz2 local file),
+    else as :func:`_opened` gives it (for :class:`CsvBlocks`)."""
+    if is_local(uri):
+        try:
+            fs, path = fsspec.core.url_to_fs(uri)
+            native = None if uri.lower().endswith(".zip") else native_input(fs, path)
+        except OSError as exc:
+            raise UnreadableLog(f"cannot be opened: {str(exc)[:300]}") from None
+        if native is not None:
+            with native:
+                yield native
+            return
+    with _opened(uri) as fh:
+        yield fh
+
+
 def _check_columns(uri: str, present: list[str], wanted: list[str]) -> None:
     missing = [c for c in wanted if c not in present]
     if missing:
@@ -159,11 +265,16 @@ class _Counter:
 
 def _csv_batches(uri: str, wanted: list[str], delimiter: str) -> Iterator[LogBatch]:
     count = _Counter()
-    with _opened(uri) as fh:
+    with _csv_source(uri) as source:
         parse, convert = _csv_options(wanted, delimiter)
+        reader: Any
         try:
-            reader = pacsv.open_csv(fh, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-                                    parse_options=parse, convert_options=convert)
+            if isinstance(source, pa.NativeFile):  # Arrow's own file: it streams it
+                reader = pacsv.open_csv(source,
+                                        read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
+                                        parse_options=parse, convert_options=convert)
+            else:  # read here, Arrow parses copies
+                reader = CsvBlocks(source, _BLOCK_BYTES, parse, convert)
         except pa.ArrowKeyError:  # a named column is not in the header
             raise SpecError(f"Event log {uri!r} has no column(s) named in sources[].events "
                             f"({wanted}); fix sources[].events to match its header.") from None
@@ -242,7 +353,7 @@ def _csv_chunk(uri: str, wanted: list[str], delimiter: str, header: bytes,
         return "skip"
 
     parse, convert = _csv_options(wanted, delimiter, pa.binary(), on_invalid)
-    table = pacsv.read_csv(io.BytesIO(header + b"\n" + b"\n".join(lines) + b"\n"),
+    table = pacsv.read_csv(_arrow_reader(header + b"\n" + b"\n".join(lines) + b"\n"),
                            read_options=pacsv.ReadOptions(
                                use_threads=False, block_size=4 * MAX_LINE_BYTES + len(header)),
                            parse_options=parse, convert_options=convert)
@@ -312,7 +423,7 @@ def _jsonl_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
                 break
             chunk += buf.readline()
             try:
-                table = pajson.read_json(io.BytesIO(chunk))
+                table = pajson.read_json(_arrow_reader(chunk))
                 table.validate(full=True)  # strings that are not UTF-8 pass read_json
                 while any(pa.types.is_struct(f.type) for f in table.schema):
                     table = table.flatten()  # nested objects: columns named "event.type"

@@ -155,21 +155,39 @@ def _parquet_manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator
 
 
 def _manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
+
+    from relshard.events.reader import CsvBlocks
+    from relshard.shards.parquet_read import arrow_buffer, native_input
 
     lower = path.lower()
     if lower.endswith(".parquet"):
         yield from _parquet_manifest_rows(fs, path)
         return
+    # pyarrow is handed no Python object (relshard.shards.parquet_read says why; its CSV
+    # and JSON readers read one from their own threads whatever use_threads says): a
+    # local manifest, plain or .gz, is opened and decompressed by pyarrow itself
+    native = native_input(fs, path)
+    csv = lower.endswith((".csv", ".csv.gz"))
+    block = 1 << 22
+    conv = pacsv.ConvertOptions(strings_can_be_null=False)
+    if native is not None:
+        with native:
+            if csv:
+                opts = pacsv.ReadOptions(block_size=block)
+                for batch in pacsv.open_csv(native, read_options=opts, convert_options=conv):
+                    yield from batch.to_pylist()
+            else:
+                yield from pajson.read_json(native).to_pylist()
+        return
     with fs.open(path, "rb", compression="infer") as fh:
-        if lower.endswith((".csv", ".csv.gz")):
-            opts = pacsv.ReadOptions(block_size=1 << 22)
-            conv = pacsv.ConvertOptions(strings_can_be_null=False)
-            for batch in pacsv.open_csv(fh, read_options=opts, convert_options=conv):
+        if csv:  # streamed: read here in blocks of lines, Arrow parses copies of them
+            for batch in CsvBlocks(fh, block, pacsv.ParseOptions(), conv):
                 yield from batch.to_pylist()
-        else:
-            yield from pajson.read_json(fh).to_pylist()
+        else:  # read whole, as read_json did, and parsed from Arrow's own copy
+            yield from pajson.read_json(pa.BufferReader(arrow_buffer(fh.read()))).to_pylist()
 
 
 def _plain(value: Any) -> Any:

@@ -31,6 +31,13 @@ So:
   makes every read on the calling thread (measured: with the defaults,
   ``iter_batches`` also reads from a pool thread).
 
+The CSV and JSON readers of pyarrow read a Python file object from its I/O threads
+whatever their ``use_threads`` (measured with pyarrow 26: ``pacsv.open_csv``,
+``pacsv.read_csv`` and ``pajson.read_json``), so they are only ever handed a
+:func:`native_input` or a ``pa.BufferReader`` over an :func:`arrow_buffer`; a file of
+unknown size that only Python can read is fed to them in blocks of lines
+(``relshard.events.reader.CsvBlocks``).
+
 Errors arise as they did through ``fs.open``: a missing file is a
 :class:`FileNotFoundError`, another failed read an :class:`OSError`, a file that
 is not parquet (empty, truncated, garbage) :class:`pyarrow.ArrowInvalid`, and a
@@ -46,6 +53,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
+from fsspec.utils import infer_compression
 
 from relshard.shards.layout import is_local
 
@@ -63,6 +71,27 @@ def local_file(fs: AbstractFileSystem, path: str) -> pa.NativeFile:
     raises as ``fs.open`` does (:class:`FileNotFoundError`, an :class:`OSError` for a
     directory). Close it when done (it is a context manager)."""
     return _LOCAL.open_input_file(local_path(fs, path))
+
+
+# fsspec's compression="infer" names (from the file's suffix) that Arrow decompresses itself
+_ARROW_CODECS = {"gzip": "gzip", "bz2": "bz2"}
+
+
+def native_input(fs: AbstractFileSystem, path: str) -> pa.NativeFile | None:
+    """The file ``path`` of ``fs`` as pyarrow's own stream, decompressed as
+    ``fs.open(path, compression="infer")`` would (by Arrow, for ``.gz`` and ``.bz2``), when
+    ``fs`` is the local disk; None when it is not, or when Arrow cannot decompress the file
+    (``.xz``, ``.zip``): read that one through fsspec. It raises as :func:`local_file`
+    does; close it when done (closing it closes the file)."""
+    if not is_local(fs):
+        return None
+    compression = infer_compression(path)
+    if compression is None:
+        return local_file(fs, path)
+    codec = _ARROW_CODECS.get(compression)
+    if codec is None:
+        return None
+    return pa.CompressedInputStream(local_file(fs, path), codec)
 
 
 def arrow_buffer(data: bytes | bytearray | memoryview) -> pa.Buffer:
