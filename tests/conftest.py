@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,20 @@ def png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body)
                      + chunk(b"IEND", b""))
     return path
+
+
+@pytest.fixture()
+def memory_root() -> Iterator[str]:
+    """A fresh folder of fsspec's memory:// filesystem (a filesystem that is not local)."""
+    import uuid
+
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    root = f"/test-{uuid.uuid4().hex[:8]}"
+    memory.mkdir(root)
+    yield root
+    memory.rm(root, recursive=True)
 
 
 @pytest.fixture()

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from relshard.events.reader import MAX_LINE_BYTES, CsvBlocks, iter_batches
 from relshard.pipelines.sources import SourceLister
 from relshard.shards.parquet_read import native_input
 from relshard.spec import EventColumns, SourceSpec
+from tests.helpers.arrow_spy import record_sources
 
 COLS = EventColumns(time="time", type="kind")
 N = 3000
@@ -61,14 +61,6 @@ def _pack(name: str, text: str) -> bytes:
         finally:
             path.unlink()
     return data
-
-
-@pytest.fixture()
-def memory_root() -> Iterator[str]:
-    root = f"/reader-native-{uuid.uuid4().hex[:8]}"
-    MEMORY.mkdir(root)
-    yield root
-    MEMORY.rm(root, recursive=True)
 
 
 def _store(where: str, tmp_path: Path, memory_root: str, name: str, data: bytes) -> str:
@@ -135,16 +127,8 @@ def test_pyarrow_is_handed_only_arrow_files(tmp_path: Path, memory_root: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Every source the CSV and JSON readers get is Arrow's own (never a ``pa.PythonFile``,
     which is what pyarrow wraps a Python file object or ``io.BytesIO`` in)."""
-    handed: list[object] = []
-
-    def spy(real: Any) -> Any:
-        def call(source: Any, *args: Any, **kwargs: Any) -> Any:
-            handed.append(source)
-            return real(source, *args, **kwargs)
-        return call
-
-    for module, name in ((pacsv, "open_csv"), (pacsv, "read_csv"), (pajson, "read_json")):
-        monkeypatch.setattr(module, name, spy(getattr(module, name)))
+    handed = record_sources(monkeypatch, [(pacsv, "open_csv"), (pacsv, "read_csv"),
+                                          (pajson, "read_json")])
     broken = CSV.replace("1700000005,", "1,2,3,4,", 1)  # the careful path too
     for where in ("local", "memory"):
         for name, text in (("a.csv", CSV), ("b.csv.gz", broken), ("c.zip", CSV),

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import fsspec
 import numpy as np
@@ -27,6 +24,7 @@ from relshard.shards.parquet_read import (
     read_schema,
     read_table,
 )
+from tests.helpers.arrow_spy import record_sources
 
 TABLE = pa.table({"key": [f"k{i}" for i in range(40)], "n": list(range(40)),
                   "s": ["x" * (i % 7) for i in range(40)]})
@@ -39,15 +37,6 @@ def _write(path: Path) -> bytes:
 
 
 MEMORY = fsspec.filesystem("memory")
-
-
-@pytest.fixture()
-def memory_root() -> Iterator[str]:
-    """A fresh folder of the memory:// filesystem (not local: read through a copy)."""
-    root = f"/parquet-read-{uuid.uuid4().hex[:8]}"
-    MEMORY.mkdir(root)
-    yield root
-    MEMORY.rm(root, recursive=True)
 
 
 @pytest.fixture()
@@ -116,16 +105,9 @@ def test_pyarrow_is_handed_only_arrow_files(both: list[tuple[AbstractFileSystem,
     would wrap in a ``pa.PythonFile``)."""
     import relshard.shards.parquet_read as parquet_read
 
-    handed: list[object] = []
-
-    def spy(real: Any) -> Any:
-        def call(source: Any, *args: Any, **kwargs: Any) -> Any:
-            handed.append(source)
-            return real(source, *args, **kwargs)
-        return call
-
-    for name in ("read_table", "read_metadata", "read_schema", "ParquetFile"):
-        monkeypatch.setattr(parquet_read.pq, name, spy(getattr(pq, name)))
+    handed = record_sources(monkeypatch, [(parquet_read.pq, name) for name in
+                                          ("read_table", "read_metadata", "read_schema",
+                                           "ParquetFile")])
     for fs, path in both:
         read_table(fs, path)
         read_columns(fs, path, ["n"])
