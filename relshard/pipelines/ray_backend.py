@@ -1,6 +1,6 @@
 """The Ray Data backend: the only module that builds a Ray Data graph.
 
-    read_parquet(listing) ─► map_batches(decode+detect) ─► map_batches(annotate) ─► ShardDatasink
+    from_blocks(listing) ─► map_batches(decode+detect) ─► map_batches(annotate) ─► ShardDatasink
 
 Rows carry one input each: ``input_key`` and ``payload`` (a msgpack WorkItem), so
 an input's samples stay together. Stateless stages run as tasks; stateful ones
