@@ -107,12 +107,8 @@ class MediaStage(Stage):
         if not self.decode.isolate:
             from relshard.workers import media_work
 
-            media_work.limit_threads(self.resources.num_cpus)
             keep_freed_memory()
-            decode, _, detector = media_work._configs(self._config["decode"],
-                                                      self._config["detect"])
-            return media_work._run_followers(
-                [media_work.prepare(it, decode, detector) for it in items], self.followers)
+            return media_work.prepare_items(self._config, items)
         live = [i for i, it in enumerate(items) if not it.rejected]
         results = self.process_payloads([items[i].to_bytes() for i in live])
         out = list(items)
