@@ -37,6 +37,17 @@ the end, a summary table (ratio per run, min-max, target, peak memory).
    baseline's frame indices and pixels are checked against relshard's
    ``decode_input`` on one clip. relshard: ``detect: {backend: none}``, default
    decode settings. Target >= 0.8x.
+5. The floor (``images`` and ``videos``; ``--no-floor`` skips it): plain Ray Data doing the
+   pool's work on the same local Ray, set up as relshard's: ``from_items`` of the paths in
+   4P blocks, ``map_batches`` of the pool's own function (one CPU a task, a task a block),
+   ``write_webdataset`` (no encoder, no CPU reserved, one writer per 4 CPUs, a quarter of
+   the inputs a file). None of relshard's records, isolation, index or commit protocol: what
+   Ray itself costs for this work. Printed as ``Ray Data / pool`` and ``relshard / Ray
+   Data`` (references, no target).
+
+Sizes: the defaults are the issue's (2,000 images, 120 clips), where a run's fixed cost
+(Ray's worker processes, Ray Data's start) is a large part of a ~5-second job; ``--images
+10000`` / ``--videos 720`` show the cost per input once it is amortized.
 
 Fairness rules:
 
