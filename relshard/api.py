@@ -462,6 +462,9 @@ def train(config: str | Path | TrainConfig, *, max_steps: int | None = None,
     ``config``: a training YAML or a TrainConfig; ``use_ray``: through Ray Train
     (``workers``, ``use_gpu``, ``cpus_per_worker``) on ``address`` or a local Ray.
     """
+    require_extra("train")  # torch: one sentence naming the extra, not an ImportError
+    if use_ray:
+        require_extra("pipeline")
     from relshard.training.trainer import TrainConfig, load_train_config
     from relshard.training.trainer import train as train_local
 

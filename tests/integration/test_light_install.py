@@ -64,6 +64,11 @@ STREAM_SCRIPT += textwrap.dedent('''
         ShardLoader(stream, num_workers=2)
     except MissingDependencyError as exc:
         out["workers"] = str(exc)
+    import relshard.api
+    try:
+        relshard.api.train(sys.argv[3])
+    except MissingDependencyError as exc:
+        out["train"] = str(exc)
     print(json.dumps(out))
 ''')
 
@@ -123,7 +128,8 @@ def test_core_install_streams_inspects_and_verifies(core_venv: Path, build: Path
     python, cli = str(core_venv / "bin" / "python"), str(core_venv / "bin" / "relshard")
     script = tmp_path / "stream.py"
     script.write_text(STREAM_SCRIPT)
-    streamed = _run([python, str(script), str(build), ",".join(HEAVY)], tmp_path, env)
+    streamed = _run([python, str(script), str(build), ",".join(HEAVY),
+                     str(REPO / "examples" / "train_binding.yaml")], tmp_path, env)
     assert streamed.returncode == 0, streamed.stderr[-3000:]
     got = json.loads(streamed.stdout.strip().splitlines()[-1])
     assert got["relshard"].startswith(str(core_venv)), got["relshard"]  # the wheel, not the repo
@@ -134,6 +140,7 @@ def test_core_install_streams_inspects_and_verifies(core_venv: Path, build: Path
     assert sum(len(v) for v in expected.values()) > 9  # frames and subject crops
     assert got["arrays"] == expected  # Pillow decodes what OpenCV decodes
     assert "pip install 'relshard[train]'" in got["workers"]
+    assert "pip install 'relshard[train]'" in got["train"]  # the library API, not only the CLI
 
     stats = _run([cli, "stats", str(build), "--json"], tmp_path, env)
     assert stats.returncode == 0, stats.stderr[-3000:]
