@@ -41,12 +41,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-import pyarrow.parquet as pq
 from fsspec.utils import infer_compression
 
 from relshard.errors import SpecError
 from relshard.shards.layout import is_local
-from relshard.shards.parquet_read import arrow_buffer, local_file, native_input
+from relshard.shards.parquet_read import (
+    arrow_buffer,
+    local_file,
+    native_input,
+    stream_batches,
+)
 from relshard.spec import EventColumns
 
 BATCH_ROWS = 262_144
@@ -196,6 +200,17 @@ class CsvBlocks:
             yield from self._parse_block(self._header + data).to_batches()
 
 
+def csv_batches(source: pa.NativeFile | IO[bytes], block_bytes: int, parse: Any,
+                convert: Any) -> pacsv.CSVStreamingReader | CsvBlocks:
+    """A reader of a CSV source's record batches (with its ``schema``): pyarrow's own
+    file is streamed by ``open_csv``, a Python file object is read here and Arrow parses
+    copies (:class:`CsvBlocks`)."""
+    if isinstance(source, pa.NativeFile):
+        return pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=block_bytes),
+                              parse_options=parse, convert_options=convert)
+    return CsvBlocks(source, block_bytes, parse, convert)
+
+
 @contextmanager
 def _csv_source(uri: str) -> Iterator[pa.NativeFile | IO[bytes]]:
     """A CSV log as pyarrow's own file where it can be (a plain, .gz or .bz2 local file),
@@ -267,14 +282,8 @@ def _csv_batches(uri: str, wanted: list[str], delimiter: str) -> Iterator[LogBat
     count = _Counter()
     with _csv_source(uri) as source:
         parse, convert = _csv_options(wanted, delimiter)
-        reader: Any
         try:
-            if isinstance(source, pa.NativeFile):  # Arrow's own file: it streams it
-                reader = pacsv.open_csv(source,
-                                        read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-                                        parse_options=parse, convert_options=convert)
-            else:  # read here, Arrow parses copies
-                reader = CsvBlocks(source, _BLOCK_BYTES, parse, convert)
+            reader = csv_batches(source, _BLOCK_BYTES, parse, convert)
         except pa.ArrowKeyError:  # a named column is not in the header
             raise SpecError(f"Event log {uri!r} has no column(s) named in sources[].events "
                             f"({wanted}); fix sources[].events to match its header.") from None
@@ -501,34 +510,28 @@ def _jsonl_careful(chunk: bytes, wanted: list[str], first: int) -> LogBatch:
 
 
 def _parquet_batches(uri: str, wanted: list[str]) -> Iterator[LogBatch]:
+    count = _Counter()
+    with _parquet_source(uri) as source:
+        for batch in stream_batches(source, BATCH_ROWS, wanted,
+                                    on_schema=lambda names: _check_columns(uri, names, wanted)):
+            yield LogBatch(batch, count.take(batch.num_rows))
+
+
+@contextmanager
+def _parquet_source(uri: str) -> Iterator[pa.NativeFile | IO[bytes]]:
+    """A plain local parquet log as pyarrow's own file; a compressed, zipped or remote
+    one as :func:`_opened` gives it (streamed: it may be far too big to read whole)."""
     if is_local(uri) and infer_compression(uri) is None:
-        # a plain local file: pyarrow opens it itself and streams it, and is never handed
-        # a Python object (relshard.shards.parquet_read says why)
         try:
             fs, path = fsspec.core.url_to_fs(uri)
-            source = local_file(fs, path)
+            native = local_file(fs, path)
         except OSError as exc:
             raise UnreadableLog(f"cannot be opened: {str(exc)[:300]}") from None
-        with source:
-            yield from _parquet_rows(uri, pq.ParquetFile(source), wanted, use_threads=True)
+        with native:
+            yield native
         return
-    # compressed, zipped or remote: streamed through a Python file object, since the log
-    # may be far too big to read whole. pyarrow must not keep such an object on its own
-    # threads (dropping it there after Python began to exit aborts the process, see
-    # relshard.shards.parquet_read): without pre-buffering and decode threads every read
-    # is made on this thread, and nothing of pyarrow's holds the file when it closes
     with _opened(uri) as fh:
-        yield from _parquet_rows(uri, pq.ParquetFile(fh, pre_buffer=False), wanted,
-                                 use_threads=False)
-
-
-def _parquet_rows(uri: str, pf: pq.ParquetFile, wanted: list[str],
-                  use_threads: bool) -> Iterator[LogBatch]:
-    count = _Counter()
-    _check_columns(uri, pf.schema_arrow.names, wanted)
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted,
-                                 use_threads=use_threads):
-        yield LogBatch(batch, count.take(batch.num_rows))
+        yield fh
 
 
 @contextmanager

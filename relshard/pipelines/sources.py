@@ -132,25 +132,12 @@ def _glob_root(pattern: str) -> str:
 
 
 def _parquet_manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq
+    from relshard.shards.parquet_read import local_file, stream_batches
 
-    from relshard.shards.parquet_read import local_file
-
-    if is_local(fs):
-        # pyarrow opens a local manifest itself: it is handed no Python object
-        # (relshard.shards.parquet_read says why)
-        with local_file(fs, path) as source:
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=65536):
-                yield from batch.to_pylist()
-        return
-    # a remote manifest is streamed through fsspec's Python file object, as a listing of
-    # millions of inputs may be too big to read whole. pyarrow must not keep such an object
-    # on its own threads (dropping it there after Python began to exit aborts the process,
-    # see relshard.shards.parquet_read): without pre-buffering and decode threads every
-    # read is made on this thread, and nothing of pyarrow's holds the file when it closes
-    with fs.open(path, "rb") as fh:
-        pfile = pq.ParquetFile(fh, pre_buffer=False)
-        for batch in pfile.iter_batches(batch_size=65536, use_threads=False):
+    # a local manifest is opened by pyarrow itself; a remote one, maybe too big to read
+    # whole, is streamed through fsspec's file object (relshard.shards.parquet_read)
+    with local_file(fs, path) if is_local(fs) else fs.open(path, "rb") as source:
+        for batch in stream_batches(source, 65536):
             yield from batch.to_pylist()
 
 
@@ -159,7 +146,7 @@ def _manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[dict[st
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
 
-    from relshard.events.reader import CsvBlocks
+    from relshard.events.reader import csv_batches
     from relshard.shards.parquet_read import arrow_buffer, native_input
 
     lower = path.lower()
@@ -173,21 +160,14 @@ def _manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[dict[st
     csv = lower.endswith((".csv", ".csv.gz"))
     block = 1 << 22
     conv = pacsv.ConvertOptions(strings_can_be_null=False)
-    if native is not None:
-        with native:
-            if csv:
-                opts = pacsv.ReadOptions(block_size=block)
-                for batch in pacsv.open_csv(native, read_options=opts, convert_options=conv):
-                    yield from batch.to_pylist()
-            else:
-                yield from pajson.read_json(native).to_pylist()
-        return
-    with fs.open(path, "rb", compression="infer") as fh:
-        if csv:  # streamed: read here in blocks of lines, Arrow parses copies of them
-            for batch in CsvBlocks(fh, block, pacsv.ParseOptions(), conv):
+    with native if native is not None else fs.open(path, "rb", compression="infer") as source:
+        if csv:  # streamed (a Python file object: read here, Arrow parses copies)
+            for batch in csv_batches(source, block, pacsv.ParseOptions(), conv):
                 yield from batch.to_pylist()
+        elif native is not None:
+            yield from pajson.read_json(native).to_pylist()
         else:  # read whole, as read_json did, and parsed from Arrow's own copy
-            yield from pajson.read_json(pa.BufferReader(arrow_buffer(fh.read()))).to_pylist()
+            yield from pajson.read_json(pa.BufferReader(arrow_buffer(source.read()))).to_pylist()
 
 
 def _plain(value: Any) -> Any:

@@ -25,8 +25,7 @@ So:
   that buffer. Remote files are therefore read whole, even for their footer
   alone: meant for the files of an output (index, rejects, event parts), which are
   small. A user's file of unknown size (a parquet listing, an event log) is
-  streamed instead: see ``relshard.pipelines.sources`` and
-  ``relshard.events.reader``, which stream a remote file through a Python file
+  streamed instead (:func:`stream_batches`): a remote one through a Python file
   object with ``pre_buffer=False`` and ``use_threads=False``, under which pyarrow
   makes every read on the calling thread (measured: with the defaults,
   ``iter_batches`` also reads from a pool thread).
@@ -46,8 +45,9 @@ column a file lacks :class:`pyarrow.ArrowInvalid` from :func:`read_table`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -157,3 +157,21 @@ def read_schema(fs: AbstractFileSystem, path: str) -> pa.Schema:
     """The Arrow schema of the parquet file ``path`` on ``fs``."""
     with _source(fs, path) as source:
         return pq.read_schema(source)
+
+
+def stream_batches(source: pa.NativeFile | IO[bytes], batch_size: int,
+                   columns: list[str] | None = None,
+                   on_schema: Callable[[list[str]], None] | None = None,
+                   ) -> Iterator[pa.RecordBatch]:
+    """Record batches of a parquet file of unknown size, streamed.
+
+    ``source`` is pyarrow's own file (:func:`local_file`: read as pyarrow likes, with
+    its threads) or a Python file object (a remote or compressed file, too big to read
+    whole): then without pre-buffering and decode threads, under which pyarrow makes every
+    read on this thread and keeps nothing of the object on its own (the module doc says
+    why). ``on_schema`` is called with the file's column names before the first batch."""
+    native = isinstance(source, pa.NativeFile)
+    pfile = pq.ParquetFile(source, pre_buffer=native)
+    if on_schema is not None:
+        on_schema(pfile.schema_arrow.names)
+    yield from pfile.iter_batches(batch_size=batch_size, columns=columns, use_threads=native)

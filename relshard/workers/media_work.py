@@ -1,6 +1,7 @@
 """The media stage's work: decode an input, detect its subjects, encode frames and crops,
 then the followers. :func:`prepare_payload` is what the decode child runs; without
-isolation :class:`relshard.workers.media.MediaStage` calls :func:`prepare` in the worker.
+isolation :class:`relshard.workers.media.MediaStage` calls :func:`prepare_items` in the
+worker (the child's handler calls it too).
 
 A module of its own so that the worker process that schedules the stage (and only
 forwards bytes to and from its child) does not import OpenCV, Pillow, the decoders and
